@@ -1,0 +1,169 @@
+"""Actor-critic learned in imagination (spec 9): lambda-returns from a slow target critic, actor
+gradients by reinforce, dynamics backpropagation or both, an entropy bonus that may follow a
+schedule, and reward normalisation."""
+
+import tensorflow as tf
+
+from dreamerv2_tf import networks, schedules
+from dreamerv2_tf.optimizer import Optimizer
+
+sg = tf.stop_gradient
+
+
+def lambda_return(reward, value, discount, bootstrap, lambda_):
+    """TD(lambda) targets along axis 0 (time-major).
+
+    R_t = r_t + d_t * ((1 - lambda) * v_{t+1} + lambda * R_{t+1}), with R_T = bootstrap, where
+    `value[t]` is v_t and `value[t + 1]` (or the bootstrap for the last step) is v_{t+1}."""
+    next_values = tf.concat([value[1:], bootstrap[None]], 0)
+    inputs = reward + discount * next_values * (1 - lambda_)
+
+    def step(agg, cur):
+        step_input, step_discount = cur
+        return step_input + step_discount * lambda_ * agg
+
+    return tf.scan(step, (inputs, discount), bootstrap, reverse=True)
+
+
+class StreamNorm:
+    """Divides by a running mean magnitude (spec 9.3). With momentum 1 it only divides by 1 + eps."""
+
+    def __init__(self, shape=(), momentum=0.99, scale=1.0, eps=1e-8, name='streamnorm'):
+        self.momentum = momentum
+        self.scale = scale
+        self.eps = eps
+        self.mag = tf.Variable(tf.ones(shape, tf.float64), trainable=False, name=f'{name}/mag')
+
+    def __call__(self, inputs):
+        batch = tf.reshape(tf.cast(inputs, tf.float64), [-1] + list(self.mag.shape))
+        mag = tf.reduce_mean(tf.abs(batch), 0)
+        self.mag.assign(self.momentum * self.mag + (1 - self.momentum) * mag)
+        normed = inputs / tf.cast(self.mag + self.eps, inputs.dtype) * self.scale
+        metrics = {'mean': tf.reduce_mean(inputs), 'std': tf.math.reduce_std(inputs),
+                   'normed_mean': tf.reduce_mean(normed), 'normed_std': tf.math.reduce_std(normed)}
+        return normed, metrics
+
+
+class ActorCritic:
+
+    def __init__(self, config, act_space, step, dtype='float32', name='task'):
+        self.config = config
+        self.step = step  # agent step variable, read by the schedules
+        space = act_space['action']
+        self.discrete = space.discrete
+        dist = config.actor.dist
+        if dist == 'auto':
+            dist = 'onehot' if self.discrete else 'trunc_normal'
+        if self.discrete and dist != 'onehot':
+            raise ValueError(f"actor.dist '{dist}' needs continuous actions; this task's are discrete")
+        if not self.discrete and dist == 'onehot':
+            raise ValueError("actor.dist 'onehot' needs discrete actions; this task's are continuous")
+        self.actor_grad = config.actor_grad
+        if self.actor_grad == 'auto':
+            self.actor_grad = 'reinforce' if self.discrete else 'dynamics'
+        actor_kwargs = {**config.actor, 'dist': dist}
+        self.actor = networks.MLP(space.shape, **actor_kwargs, name=f'{name}_actor', dtype=dtype)
+        self.critic = networks.MLP([], **config.critic, name=f'{name}_critic', dtype=dtype)
+        self.slow_critic = networks.MLP([], **config.critic, name=f'{name}_slow_critic', dtype=dtype)
+        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name=f'{name}_updates')
+        mixed = dtype == 'mixed_float16'
+        self.actor_opt = Optimizer('actor', **config.actor_opt, mixed_precision=mixed)
+        self.critic_opt = Optimizer('critic', **config.critic_opt, mixed_precision=mixed)
+        self.reward_norm = StreamNorm(**config.reward_norm, name=f'{name}_reward_norm')
+
+    @property
+    def networks(self):
+        return [self.actor, self.critic, self.slow_critic]
+
+    @property
+    def state_variables(self):
+        """Non-network state for checkpoints."""
+        return [self.updates, self.reward_norm.mag]
+
+    def build(self, feat):
+        for net in self.networks:
+            net(feat)
+        self.actor_opt.build(self.actor.trainable_variables)
+        self.critic_opt.build(self.critic.trainable_variables)
+
+    @property
+    def target_critic(self):
+        return self.slow_critic if self.config.slow_target else self.critic
+
+    def train(self, world_model, start, is_terminal, reward_fn, seed):
+        """One actor and one critic update from imagined rollouts of every start state."""
+        metrics = {}
+        horizon = self.config.imag_horizon
+        with tf.GradientTape() as actor_tape:
+            seq = world_model.imagine(self.actor, start, is_terminal, horizon, seed)
+            reward = reward_fn(seq)
+            seq['reward'], reward_metrics = self.reward_norm(reward)
+            metrics.update({f'reward_{k}': v for k, v in reward_metrics.items()})
+            target, target_metrics = self.target(seq)
+            actor_loss, actor_metrics = self.actor_loss(seq, target)
+        metrics.update(target_metrics)
+        metrics.update(actor_metrics)
+        with tf.GradientTape() as critic_tape:
+            critic_loss, critic_metrics = self.critic_loss(seq, target)
+        metrics.update(critic_metrics)
+        metrics.update(self.actor_opt(actor_tape, actor_loss, self.actor.trainable_variables))
+        metrics.update(self.critic_opt(critic_tape, critic_loss, self.critic.trainable_variables))
+        self.update_slow_target()
+        return metrics
+
+    def target(self, seq):
+        """Lambda-returns [H, N] of the imagined rewards, bootstrapped from the slow critic."""
+        reward = tf.cast(seq['reward'], tf.float32)
+        disc = tf.cast(seq['discount'], tf.float32)
+        value = self.target_critic(seq['feat']).mode()
+        target = lambda_return(reward[:-1], value[:-1], disc[:-1], value[-1],
+                               self.config.discount_lambda)
+        metrics = {'critic_slow': tf.reduce_mean(value), 'critic_target': tf.reduce_mean(target)}
+        return target, metrics
+
+    def actor_loss(self, seq, target):
+        """-mean(weight * (objective + entropy bonus)) over states 0..H-2 (spec 9.4)."""
+        metrics = {}
+        policy = self.actor(sg(seq['feat'][:-2]))
+        if self.actor_grad == 'dynamics':
+            objective = target[1:]
+        else:
+            # `slow_baseline` was never read by the original (spec 17.2); its default is the same.
+            baseline_net = self.target_critic if self.config.slow_baseline else self.critic
+            baseline = baseline_net(seq['feat'][:-2]).mode()
+            advantage = sg(target[1:] - baseline)
+            if self.actor_grad == 'reinforce':
+                objective = policy.log_prob(sg(seq['action'][1:-1])) * advantage
+            else:  # both
+                mix = schedules.value(self.config.actor_grad_mix, self.step)
+                reinforce = policy.log_prob(seq['action'][1:-1]) * advantage
+                objective = mix * target[1:] + (1 - mix) * reinforce
+                metrics['actor_grad_mix'] = mix
+        entropy = policy.entropy()
+        ent_scale = schedules.value(self.config.actor_ent, self.step)
+        objective += ent_scale * entropy
+        weight = sg(tf.cast(seq['weight'], tf.float32))
+        loss = -tf.reduce_mean(weight[:-2] * objective)
+        metrics['actor_ent'] = tf.reduce_mean(entropy)
+        metrics['actor_ent_scale'] = ent_scale
+        return loss, metrics
+
+    def critic_loss(self, seq, target):
+        """Weighted regression of the critic onto the (fixed) lambda-returns, states 0..H-1."""
+        dist = self.critic(seq['feat'][:-1])
+        weight = sg(tf.cast(seq['weight'], tf.float32))
+        loss = -tf.reduce_mean(dist.log_prob(sg(target)) * weight[:-1])
+        return loss, {'critic': tf.reduce_mean(dist.mode())}
+
+    def update_slow_target(self):
+        """Every `slow_target_update` updates, slow <- mix * critic + (1 - mix) * slow."""
+        if self.config.slow_target:
+            due = tf.equal(self.updates % self.config.slow_target_update, 0)
+            mix = tf.where(self.updates == 0, 1.0, float(self.config.slow_target_fraction))
+            tf.cond(due, lambda: self._copy_to_slow(mix), tf.no_op)
+        self.updates.assign_add(1)
+
+    def _copy_to_slow(self, mix):
+        for source, dest in zip(self.critic.variables, self.slow_critic.variables):
+            dest.assign(mix * source + (1 - mix) * dest)
+        return tf.no_op()

@@ -1,0 +1,424 @@
+"""Keras 3 networks of DreamerV2 (spec section 7): encoder, decoder, RSSM with its GRU cell, and MLP
+heads that output distributions.
+
+Every layer receives an explicit dtype policy (`float32` or `mixed_float16`) instead of relying on
+Keras' global policy, so both precisions can live in one process, and an explicit name, so that
+variable paths (`world_model/rssm/gru/dense/kernel`) are stable checkpoint keys. Distribution
+parameters are cast to float32 before a distribution is built.
+"""
+
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dreamerv2_tf import distributions as dists
+
+sg = tf.stop_gradient
+
+_ACTIVATIONS = {
+    'none': tf.identity,
+    'elu': tf.nn.elu,
+    'relu': tf.nn.relu,
+    'tanh': tf.tanh,
+    'sigmoid': tf.sigmoid,
+    'swish': tf.nn.silu,
+    'silu': tf.nn.silu,
+    'gelu': tf.nn.gelu,
+    'leaky_relu': tf.nn.leaky_relu,
+    'mish': lambda x: x * tf.tanh(tf.nn.softplus(x)),
+}
+
+
+def get_act(name):
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation '{name}'; use one of {', '.join(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+class LazyBuild:
+    """Mixin: sublayers build themselves on the first call (their input sizes are only known
+    then), so the container has nothing to build; this stops Keras warning about it."""
+
+    def build(self, *args, **kwargs):
+        self.built = True
+
+
+def select_keys(space, cnn_pattern, mlp_pattern):
+    """Observation keys for the CNN (rank-3, matching `cnn_pattern`) and the MLP (rank-1, matching
+    `mlp_pattern`); patterns match at the start of the key. `log_` keys never reach a network."""
+    keys = [k for k in space if not k.startswith('log_')]
+    cnn = [k for k in keys if re.match(cnn_pattern, k) and len(space[k].shape) == 3]
+    mlp = [k for k in keys if re.match(mlp_pattern, k) and len(space[k].shape) == 1]
+    return cnn, mlp
+
+
+class DenseBlock(LazyBuild, keras.layers.Layer):
+    """Dense -> optional LayerNorm -> activation."""
+
+    def __init__(self, units, act='elu', norm='none', **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(units, name='dense', dtype=self.dtype_policy)
+        self.norm = _norm_layer(norm, self.dtype_policy)
+        self.act = get_act(act)
+
+    def call(self, x):
+        x = self.dense(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.act(x)
+
+
+def _norm_layer(norm, dtype):
+    if norm == 'none':
+        return None
+    if norm == 'layer':
+        return keras.layers.LayerNormalization(epsilon=1e-3, name='norm', dtype=dtype)
+    raise ValueError(f"unknown norm '{norm}'; use none or layer")
+
+
+class DistLayer(LazyBuild, keras.layers.Layer):
+    """Maps features to a distribution over a tensor of `shape` (spec 7.6)."""
+
+    STD_DISTS = ('normal', 'tanh_normal', 'trunc_normal')
+
+    def __init__(self, shape, dist='mse', min_std=0.1, init_std=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.event_shape = tuple(shape)
+        self.dist = dist
+        self.min_std = min_std
+        self.init_std = init_std
+        size = int(np.prod(self.event_shape))
+        self.out = keras.layers.Dense(size, name='out', dtype=self.dtype_policy)
+        if dist in self.STD_DISTS:
+            self.std = keras.layers.Dense(size, name='std', dtype=self.dtype_policy)
+
+    def _reshape(self, x, features):
+        shape = tf.concat([tf.shape(features)[:-1], self.event_shape], 0)
+        return tf.cast(tf.reshape(x, shape), tf.float32)
+
+    def call(self, features):
+        out = self._reshape(self.out(features), features)
+        event_dims = len(self.event_shape)
+        if self.dist == 'mse':
+            return dists.MSE(out, event_dims)
+        if self.dist == 'binary':
+            return dists.Bernoulli(out, event_dims)
+        if self.dist == 'onehot':
+            return dists.OneHot(out, max(event_dims - 1, 0))
+        std = self._reshape(self.std(features), features)
+        if self.dist == 'normal':
+            # The original used the raw output as std (spec 17.15); keep it positive instead.
+            return dists.Normal(out, tf.nn.softplus(std) + self.min_std, event_dims)
+        if self.dist == 'tanh_normal':
+            mean = 5 * tf.tanh(out / 5)
+            std = tf.nn.softplus(std + self.init_std) + self.min_std
+            return dists.TanhNormal(mean, std, event_dims)
+        if self.dist == 'trunc_normal':
+            std = 2 * tf.sigmoid((std + self.init_std) / 2) + self.min_std
+            return dists.TruncNormal(tf.tanh(out), std, -1.0, 1.0, event_dims=event_dims)
+        raise ValueError(f"unknown distribution '{self.dist}'")
+
+
+class MLP(LazyBuild, keras.Model):
+    """`layers` x (Dense -> norm -> act) then a `DistLayer`; reward, discount, critic, actor heads."""
+
+    def __init__(self, shape, layers, units, act='elu', norm='none', dist='mse', min_std=0.1,
+                 init_std=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = [DenseBlock(units, act, norm, name=f'dense{i}', dtype=self.dtype_policy)
+                       for i in range(layers)]
+        self.head = DistLayer(shape, dist, min_std, init_std, name='head', dtype=self.dtype_policy)
+
+    def call(self, features):
+        x = tf.cast(features, self.compute_dtype)
+        for layer in self.hidden:
+            x = layer(x)
+        return self.head(x)
+
+
+class GRUCell(LazyBuild, keras.layers.Layer):
+    """Layer-normalised GRU of DreamerV2 (spec 7.7): one Dense over [input, state] with bias, layer
+    norm in float32 over all three gates, gate order (reset, candidate, update), update bias -1."""
+
+    def __init__(self, size, act='tanh', update_bias=-1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.size = size
+        self.act = get_act(act)
+        self.update_bias = update_bias
+        self.dense = keras.layers.Dense(3 * size, name='dense', dtype=self.dtype_policy)
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-3, name='norm', dtype='float32')
+
+    def call(self, inputs, state):
+        parts = self.dense(tf.concat([inputs, state], -1))
+        parts = tf.cast(self.norm(tf.cast(parts, tf.float32)), self.compute_dtype)
+        reset, cand, update = tf.split(parts, 3, -1)
+        reset = tf.sigmoid(reset)
+        cand = self.act(reset * cand)
+        update = tf.sigmoid(update + self.update_bias)
+        return update * cand + (1 - update) * state
+
+
+def _time_major(x):
+    return tf.transpose(x, [1, 0] + list(range(2, x.shape.rank)))
+
+
+class RSSM(LazyBuild, keras.Model):
+    """Recurrent state-space model (spec 7.8) with discrete (stoch x discrete one-hot) or continuous
+    (Gaussian) latents and an ensemble of prior heads.
+
+    States are dicts of compute-dtype tensors: `deter`, `stoch` and `logit` (discrete) or `mean`
+    and `std` (continuous). Calling the model runs `observe`."""
+
+    def __init__(self, ensemble=1, hidden=1024, deter=1024, stoch=32, discrete=32, act='elu',
+                 norm='none', std_act='sigmoid2', min_std=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.ensemble = ensemble
+        self.deter_size = deter
+        self.stoch_size = stoch
+        self.discrete = discrete
+        self.std_act = std_act
+        self.min_std = min_std
+        dtype = self.dtype_policy
+        stats = stoch * discrete if discrete else 2 * stoch
+        self.img_in = DenseBlock(hidden, act, norm, name='img_in', dtype=dtype)
+        self.gru = GRUCell(deter, name='gru', dtype=dtype)
+        self.img_out = [DenseBlock(hidden, act, norm, name=f'img_out_{k}', dtype=dtype)
+                        for k in range(ensemble)]
+        self.img_dist = [keras.layers.Dense(stats, name=f'img_dist_{k}', dtype=dtype)
+                         for k in range(ensemble)]
+        self.obs_out = DenseBlock(hidden, act, norm, name='obs_out', dtype=dtype)
+        self.obs_dist = keras.layers.Dense(stats, name='obs_dist', dtype=dtype)
+
+    # State ---------------------------------------------------------------------------------------
+
+    def initial(self, batch_size):
+        dtype = self.compute_dtype
+        state = {'deter': tf.zeros([batch_size, self.deter_size], dtype)}
+        if self.discrete:
+            shape = [batch_size, self.stoch_size, self.discrete]
+            state.update(logit=tf.zeros(shape, dtype), stoch=tf.zeros(shape, dtype))
+        else:
+            shape = [batch_size, self.stoch_size]
+            state.update(mean=tf.zeros(shape, dtype), std=tf.zeros(shape, dtype),
+                         stoch=tf.zeros(shape, dtype))
+        return state
+
+    @property
+    def feat_size(self):
+        return self.stoch_size * (self.discrete or 1) + self.deter_size
+
+    def get_feat(self, state):
+        stoch = state['stoch']
+        if self.discrete:
+            stoch = tf.reshape(stoch, tf.concat([tf.shape(stoch)[:-2], [-1]], 0))
+            stoch.set_shape(state['stoch'].shape[:-2].concatenate([self.stoch_size * self.discrete]))
+        return tf.concat([tf.cast(stoch, self.compute_dtype), state['deter']], -1)
+
+    def get_dist(self, state):
+        if self.discrete:
+            return dists.OneHot(tf.cast(state['logit'], tf.float32), event_dims=1)
+        return dists.Normal(tf.cast(state['mean'], tf.float32), tf.cast(state['std'], tf.float32), 1)
+
+    def _stats(self, x):
+        x = tf.cast(x, tf.float32)
+        if self.discrete:
+            shape = tf.concat([tf.shape(x)[:-1], [self.stoch_size, self.discrete]], 0)
+            return {'logit': tf.reshape(x, shape)}
+        mean, std = tf.split(x, 2, -1)
+        std = {'softplus': tf.nn.softplus, 'sigmoid': tf.sigmoid,
+               'sigmoid2': lambda s: 2 * tf.sigmoid(s / 2)}[self.std_act](std) + self.min_std
+        return {'mean': mean, 'std': std}
+
+    def _latent(self, stats, seed, sample):
+        dist = self.get_dist(stats)
+        stoch = dist.sample(seed) if sample else dist.mode()
+        state = {'stoch': stoch, **stats}
+        return {k: tf.cast(v, self.compute_dtype) for k, v in state.items()}
+
+    # Steps ---------------------------------------------------------------------------------------
+
+    def img_step(self, prev_state, prev_action, seed, sample=True):
+        """Prior: the next state from the previous state and action."""
+        prev_stoch = prev_state['stoch']
+        if self.discrete:
+            prev_stoch = tf.reshape(prev_stoch, [-1, self.stoch_size * self.discrete])
+        x = tf.concat([tf.cast(prev_stoch, self.compute_dtype),
+                       tf.cast(prev_action, self.compute_dtype)], -1)
+        x = self.img_in(x)
+        deter = self.gru(x, prev_state['deter'])
+        member_seed, sample_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        stats = [self._stats(dist(out(deter))) for out, dist in zip(self.img_out, self.img_dist)]
+        if self.ensemble > 1:  # one randomly chosen prior head per call, as the original
+            index = tf.random.stateless_uniform([], member_seed, 0, self.ensemble, tf.int32)
+            stats = {k: tf.gather(tf.stack([s[k] for s in stats]), index) for k in stats[0]}
+        else:
+            stats = stats[0]
+        return {'deter': deter, **self._latent(stats, sample_seed, sample)}
+
+    def obs_step(self, prev_state, prev_action, embed, is_first, seed, sample=True):
+        """Posterior and prior of one step; states and actions are zeroed where `is_first`."""
+        keep = 1 - tf.cast(is_first, self.compute_dtype)
+
+        def mask(x):
+            return x * tf.reshape(tf.cast(keep, x.dtype), [-1] + [1] * (x.shape.rank - 1))
+
+        prev_state = {k: mask(v) for k, v in prev_state.items()}
+        prior_seed, post_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        prior = self.img_step(prev_state, mask(tf.cast(prev_action, self.compute_dtype)),
+                              prior_seed, sample)
+        x = self.obs_out(tf.concat([prior['deter'], tf.cast(embed, self.compute_dtype)], -1))
+        post = {'deter': prior['deter'], **self._latent(self._stats(self.obs_dist(x)), post_seed,
+                                                          sample)}
+        return post, prior
+
+    # Sequences -----------------------------------------------------------------------------------
+
+    def observe(self, embed, action, is_first, state=None, seed=None, sample=True):
+        """Posterior and prior states [B, T, ...] for embeddings and the actions that led into each
+        step. Runs as a `tf.scan` so the graph does not grow with the sequence length."""
+        if state is None:
+            state = self.initial(tf.shape(embed)[0])
+        seeds = tf.random.experimental.stateless_split(seed, tf.shape(embed)[1])
+
+        def step(carry, inputs):
+            post, _ = carry
+            step_embed, step_action, step_first, step_seed = inputs
+            return self.obs_step(post, step_action, step_embed, step_first, step_seed, sample)
+
+        inputs = (_time_major(embed), _time_major(action), _time_major(is_first), seeds)
+        post, prior = tf.scan(step, inputs, (state, state))
+        return ({k: _time_major(v) for k, v in post.items()},
+                {k: _time_major(v) for k, v in prior.items()})
+
+    def imagine(self, action, state, seed, sample=True):
+        """Prior states [B, T, ...] rolled out from `state` with the given actions [B, T, A]."""
+        seeds = tf.random.experimental.stateless_split(seed, tf.shape(action)[1])
+
+        def step(prev, inputs):
+            step_action, step_seed = inputs
+            return self.img_step(prev, step_action, step_seed, sample)
+
+        prior = tf.scan(step, (_time_major(action), seeds), state)
+        return {k: _time_major(v) for k, v in prior.items()}
+
+    def call(self, embed, action, is_first, seed):
+        return self.observe(embed, action, is_first, None, seed)
+
+    def kl_loss(self, post, prior, forward=False, balance=0.8, free=0.0, free_avg=True):
+        """KL balancing with free nats (spec 7.8). Returns (loss, KL(post || prior) per step)."""
+        def kl(lhs, rhs):
+            return self.get_dist(lhs).kl(self.get_dist(rhs))
+
+        def stop(state):
+            return {k: sg(v) for k, v in state.items()}
+
+        lhs, rhs = (prior, post) if forward else (post, prior)
+        mix = balance if forward else 1 - balance
+        if balance == 0.5:
+            value = kl(lhs, rhs)
+            return tf.reduce_mean(tf.maximum(value, free)), value
+        value_lhs = value = kl(lhs, stop(rhs))
+        value_rhs = kl(stop(lhs), rhs)
+        if free_avg:
+            loss_lhs = tf.maximum(tf.reduce_mean(value_lhs), free)
+            loss_rhs = tf.maximum(tf.reduce_mean(value_rhs), free)
+        else:
+            loss_lhs = tf.reduce_mean(tf.maximum(value_lhs, free))
+            loss_rhs = tf.reduce_mean(tf.maximum(value_rhs, free))
+        return mix * loss_lhs + (1 - mix) * loss_rhs, value
+
+
+class Encoder(LazyBuild, keras.Model):
+    """Images through 4 strided convolutions, vectors through an MLP; outputs are concatenated
+    (spec 7.3). Leading batch dimensions are kept."""
+
+    def __init__(self, obs_space, cnn_keys='.*', mlp_keys='.*', act='elu', norm='none',
+                 cnn_depth=48, cnn_kernels=(4, 4, 4, 4), mlp_layers=(400, 400, 400, 400),
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.cnn_keys, self.mlp_keys = select_keys(obs_space, cnn_keys, mlp_keys)
+        if not self.cnn_keys and not self.mlp_keys:
+            raise ValueError(f'the encoder selects no observation key of {list(obs_space)}; check '
+                             f"encoder.cnn_keys '{cnn_keys}' and encoder.mlp_keys '{mlp_keys}'")
+        dtype = self.dtype_policy
+        self.act = get_act(act)
+        self.convs = [keras.layers.Conv2D(2 ** i * cnn_depth, kernel, 2, name=f'conv{i}',
+                                          dtype=dtype) for i, kernel in enumerate(cnn_kernels)]
+        self.conv_norms = [_norm_layer(norm, dtype) for _ in cnn_kernels]
+        self.mlp = [DenseBlock(units, act, norm, name=f'dense{i}', dtype=dtype)
+                    for i, units in enumerate(mlp_layers)]
+
+    def call(self, obs):
+        outputs = []
+        if self.cnn_keys:
+            x = tf.concat([tf.cast(obs[k], self.compute_dtype) for k in self.cnn_keys], -1)
+            batch_shape = tf.shape(x)[:-3]
+            x = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-3:]], 0))
+            for conv, norm in zip(self.convs, self.conv_norms):
+                x = conv(x)
+                x = self.act(norm(x) if norm is not None else x)
+            size = int(np.prod(x.shape[1:]))
+            outputs.append(tf.reshape(x, tf.concat([batch_shape, [size]], 0)))
+        if self.mlp_keys:
+            x = tf.concat([tf.cast(obs[k], self.compute_dtype) for k in self.mlp_keys], -1)
+            for layer in self.mlp:
+                x = layer(x)
+            outputs.append(x)
+        return tf.concat(outputs, -1)
+
+
+class Decoder(LazyBuild, keras.Model):
+    """Reconstructs observations from features (spec 7.4): transposed convolutions for images,
+    an MLP with one `mse` output per vector key. Returns {key: distribution}, images as
+    `mse` over (H, W, C) in the preprocessed pixel range [-0.5, 0.5]."""
+
+    def __init__(self, obs_space, cnn_keys='.*', mlp_keys='.*', act='elu', norm='none',
+                 cnn_depth=48, cnn_kernels=(5, 5, 6, 6), mlp_layers=(400, 400, 400, 400),
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.cnn_keys, self.mlp_keys = select_keys(obs_space, cnn_keys, mlp_keys)
+        self.shapes = {k: tuple(obs_space[k].shape) for k in self.cnn_keys + self.mlp_keys}
+        dtype = self.dtype_policy
+        self.act = get_act(act)
+        self.cnn_depth = cnn_depth
+        if self.cnn_keys:
+            channels = sum(self.shapes[k][-1] for k in self.cnn_keys)
+            self.cnn_in = keras.layers.Dense(32 * cnn_depth, name='cnn_in', dtype=dtype)
+            last = len(cnn_kernels) - 1
+            self.deconvs = [
+                keras.layers.Conv2DTranspose(
+                    channels if i == last else 2 ** (len(cnn_kernels) - i - 2) * cnn_depth,
+                    kernel, 2, name=f'deconv{i}', dtype=dtype)
+                for i, kernel in enumerate(cnn_kernels)]
+            self.deconv_norms = [_norm_layer(norm, dtype) for _ in cnn_kernels[:-1]]
+        self.mlp = [DenseBlock(units, act, norm, name=f'dense{i}', dtype=dtype)
+                    for i, units in enumerate(mlp_layers)] if self.mlp_keys else []
+        self.mlp_heads = {k: DistLayer(self.shapes[k], 'mse', name=f'head_{k}', dtype=dtype)
+                          for k in self.mlp_keys}
+
+    def call(self, features):
+        features = tf.cast(features, self.compute_dtype)
+        result = {}
+        if self.cnn_keys:
+            batch_shape = tf.shape(features)[:-1]
+            x = self.cnn_in(features)
+            x = tf.reshape(x, [-1, 1, 1, 32 * self.cnn_depth])
+            for i, deconv in enumerate(self.deconvs):
+                x = deconv(x)
+                if i < len(self.deconv_norms):
+                    norm = self.deconv_norms[i]
+                    x = self.act(norm(x) if norm is not None else x)
+            x = tf.reshape(x, tf.concat([batch_shape, tf.shape(x)[1:]], 0))
+            sizes = [self.shapes[k][-1] for k in self.cnn_keys]
+            for key, mean in zip(self.cnn_keys, tf.split(x, sizes, -1)):
+                # The original kept this likelihood in float16 (spec 17.20); float32 here.
+                result[key] = dists.MSE(tf.cast(mean, tf.float32), event_dims=3)
+        if self.mlp_keys:
+            x = features
+            for layer in self.mlp:
+                x = layer(x)
+            for key, head in self.mlp_heads.items():
+                result[key] = head(x)
+        return result

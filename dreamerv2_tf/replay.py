@@ -1,0 +1,555 @@
+"""Episode replay: one compressed `.npz` per finished episode, sampled into fixed-length chunks.
+
+Layout (spec section 4): `<directory>/<YYYYmmddTHHMMSS.ffffff>-<uuid hex>-<length>.npz`, where
+`length` counts transitions (entries - 1; entry 0 is the reset observation) and the timestamp is UTC
+with microseconds. Within one process stamps strictly increase and never go below the newest name
+already in the directory, so sorting by name is write order even for episodes saved in the same
+second. Names without the `.ffffff` part (the original DreamerV2 format) are read as well.
+
+Files are written atomically (hidden temporary name, fsync, `os.replace`), so a crash leaves either
+the whole episode or a `.tmp` file that the loader ignores with a warning. Loading never unpickles.
+
+Differences from the original on purpose (spec section 17):
+* bug 7: `total_steps` at start-up is the sum of the lengths in the filenames (no extra -1);
+* bug 8: `clear_ongoing()` drops in-progress episodes, and a transition with `is_first` arriving
+  while an episode is still open starts a new episode instead of being glued onto the old one;
+* with `delete_evicted`, deleted names are appended to `evicted_episodes.txt` so totals (and hence
+  the resumed step counter) still count them after a restart.
+
+TensorFlow is imported only inside `Replay.dataset()`: environment worker processes and the file
+helpers stay free of it.
+"""
+
+import collections
+import datetime
+import io
+import logging
+import os
+import pathlib
+import re
+import threading
+import uuid
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+LEDGER = 'evicted_episodes.txt'  # names of episodes deleted by eviction, one per line
+_NAME = re.compile(r'^(\d{8}T\d{6})(?:\.(\d{6}))?-([0-9a-f]{32})-(\d+)\.npz$')
+_TMP_SUFFIX = '.tmp'
+
+__all__ = ['Replay', 'EpisodeFileError', 'convert', 'convert_episode', 'parse_filename',
+           'save_episode', 'load_episode']
+
+
+class EpisodeFileError(ValueError):
+    """An episode file (or episode dict) that cannot be used: unreadable, foreign or ragged."""
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion and file helpers.
+
+
+def convert(value, copy=True):
+    """`value` as a numpy array in storage dtype: float -> float32, signed int -> int32.
+
+    uint8, bool and other dtypes are kept. Copies by default because drivers may reuse their
+    observation buffers.
+    """
+    value = np.asarray(value)
+    if value.dtype == object:
+        raise TypeError('Replay cannot store object arrays (they would need pickle).')
+    if np.issubdtype(value.dtype, np.floating):
+        return value.astype(np.float32, copy=copy)
+    if np.issubdtype(value.dtype, np.signedinteger):
+        return value.astype(np.int32, copy=copy)
+    return value.copy() if copy else value
+
+
+def convert_episode(episode, copy=True):
+    """Converted dict of arrays with a common leading dimension; checks the lengths."""
+    if not episode:
+        raise EpisodeFileError('episode has no keys')
+    out = {}
+    size = None
+    for key, value in episode.items():
+        value = convert(value, copy)
+        if value.ndim == 0:
+            raise EpisodeFileError(f"key '{key}' is a scalar, expected a leading time axis")
+        if size is None:
+            size = len(value)
+        elif len(value) != size:
+            raise EpisodeFileError(
+                f"key '{key}' has {len(value)} entries, other keys have {size}")
+        out[str(key)] = value
+    if size < 1:
+        raise EpisodeFileError('episode has no entries')
+    return out
+
+
+def episode_length(episode):
+    """Number of transitions: entries minus the reset observation."""
+    return len(next(iter(episode.values()))) - 1
+
+
+class EpisodeName(collections.namedtuple('EpisodeName', 'order length')):
+    """Parsed filename: `order` sorts by write time, `length` counts transitions."""
+
+
+def parse_filename(name):
+    """`EpisodeName` for an episode filename, or None if the name is not one."""
+    match = _NAME.match(name)
+    if not match:
+        return None
+    seconds, micros, hexid, length = match.groups()
+    # Names without microseconds (original format) sort before any stamped name of that second.
+    return EpisodeName((seconds, int(micros) if micros else -1, hexid), int(length))
+
+
+_clock_lock = threading.Lock()
+_clock_last = datetime.datetime.min
+
+
+def _clock_at_least(order):
+    """Make every later stamp of this process sort after `order` (an `EpisodeName.order`)."""
+    global _clock_last
+    seconds, micros, _ = order
+    stamp = datetime.datetime.strptime(seconds, '%Y%m%dT%H%M%S').replace(
+        microsecond=max(micros, 0))
+    with _clock_lock:
+        _clock_last = max(_clock_last, stamp)
+
+
+def _next_stamp():
+    # Strictly increasing, so two saves within one microsecond (or a clock step backwards)
+    # still produce names in write order.
+    global _clock_last
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    with _clock_lock:
+        stamp = max(now, _clock_last + datetime.timedelta(microseconds=1))
+        _clock_last = stamp
+    return stamp.strftime('%Y%m%dT%H%M%S') + f'.{stamp.microsecond:06d}'
+
+
+def _fsync_directory(directory):
+    # Makes the rename itself durable across power loss; not all file systems allow it.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path, data):
+    """Write bytes to `path` so that readers see either nothing or the complete file."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}{_TMP_SUFFIX}')
+    try:
+        with open(tmp, 'xb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    _fsync_directory(path.parent)
+
+
+def save_episode(directory, episode):
+    """Save a converted copy of `episode` under a fresh name in `directory`; returns the path."""
+    episode = convert_episode(episode)
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f'{_next_stamp()}-{uuid.uuid4().hex}-{episode_length(episode)}.npz'
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **episode)
+    path = directory / name
+    _write_atomic(path, buffer.getbuffer())
+    return path
+
+
+def load_episode(path):
+    """Load one episode file into memory; raises `EpisodeFileError` for anything unusable."""
+    path = pathlib.Path(path)
+    parsed = parse_filename(path.name)
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not hasattr(npz, 'files'):
+            raise EpisodeFileError('a single .npy array, not an .npz archive')
+        with npz:
+            # Arrays are read lazily, so reading all of them here surfaces truncated members.
+            episode = {key: npz[key] for key in npz.files}
+    except EpisodeFileError:
+        raise
+    except Exception as e:  # zipfile, zlib, format and OS errors all mean "unusable file"
+        raise EpisodeFileError(f'cannot read: {type(e).__name__}: {e}') from None
+    episode = convert_episode(episode, copy=False)  # freshly read arrays need no second copy
+    if parsed and episode_length(episode) != parsed.length:
+        raise EpisodeFileError(
+            f'holds {episode_length(episode)} transitions, name says {parsed.length}')
+    for value in episode.values():
+        value.flags.writeable = False  # sampled slices are views; nothing may write through them
+    return episode
+
+
+# --------------------------------------------------------------------------------------------
+# Replay.
+
+
+class _Loaded:
+    __slots__ = ('data', 'length', 'nbytes', 'path')
+
+    def __init__(self, data, path):
+        self.data = data
+        self.length = episode_length(data)
+        self.nbytes = sum(value.nbytes for value in data.values())
+        self.path = path
+
+
+class Replay:
+    """Episode store with capacity-bounded memory and a `tf.data` sampler (spec section 4).
+
+    Thread safety: `add_step`, `add_episode`, `clear_ongoing` and sampling may run concurrently
+    (the dataset generator runs in tf.data's threads while the driver adds steps).
+    """
+
+    def __init__(self, directory, capacity=None, minlen=1, maxlen=0, prioritize_ends=False,
+                 ongoing=False, delete_evicted=False, seed=None):
+        minlen, maxlen = int(minlen), int(maxlen or 0)
+        if minlen < 1:
+            raise ValueError(f'replay minlen must be >= 1, got {minlen}')
+        if maxlen < 0 or (maxlen and maxlen < minlen):
+            raise ValueError(f'replay maxlen must be 0 (no limit) or >= minlen, got {maxlen}')
+        if capacity is not None and capacity < 0:
+            raise ValueError(f'replay capacity must be >= 0, got {capacity}')
+        self.directory = pathlib.Path(directory) if directory is not None else None
+        # Config values are floats (2e6); 0 and None both mean unlimited, like maxlen 0.
+        self.capacity = int(capacity) if capacity else None
+        self.minlen = minlen
+        self.maxlen = maxlen
+        self.prioritize_ends = bool(prioritize_ends)
+        self.ongoing = bool(ongoing)
+        self.delete_evicted = bool(delete_evicted)
+        self._seeds = np.random.SeedSequence(seed)
+        self._lock = threading.RLock()
+        self._loaded = []  # oldest first
+        self._loaded_steps = 0
+        self._loaded_bytes = 0
+        self._total_steps = 0
+        self._total_episodes = 0
+        self._ongoing = collections.defaultdict(list)  # worker -> list of converted transitions
+        self._discarding = set()  # workers whose headless transitions are being dropped
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._load_directory()
+        where = self.directory if self.directory is not None else 'memory'
+        print(f'Replay {where}: loaded {self._loaded_steps} steps in {len(self._loaded)} '
+              f'episodes ({self._loaded_bytes / 2**20:.1f} MiB); total {self._total_steps} '
+              f'steps in {self._total_episodes} episodes.', flush=True)
+
+    # ---------------------------------------------------------------------------- start-up
+
+    def _load_directory(self):
+        names = {}
+        ledger = set()
+        for entry in os.scandir(self.directory):
+            name = entry.name
+            if name == LEDGER:
+                ledger = self._read_ledger()
+                continue
+            parsed = parse_filename(name) if entry.is_file() else None
+            if parsed:
+                names[name] = parsed
+            elif name.startswith('.') and name.endswith(_TMP_SUFFIX):
+                logger.warning('Replay: ignoring leftover temporary file %s from an interrupted '
+                               'write.', entry.path)
+            else:
+                logger.warning('Replay: ignoring %s (not an episode file).', entry.path)
+        # Totals count every episode ever written (fix of spec bug 7: filename lengths already
+        # exclude the reset entry), including ones deleted by eviction.
+        for name in ledger - names.keys():
+            parsed = parse_filename(name)
+            self._total_steps += parsed.length
+            self._total_episodes += 1
+        self._total_steps += sum(parsed.length for parsed in names.values())
+        self._total_episodes += len(names)
+        if names:
+            _clock_at_least(max(parsed.order for parsed in names.values()))
+        if ledger:
+            _clock_at_least(max(parse_filename(name).order for name in ledger))
+        # Newest first, stopping before the episode that would exceed capacity (the same set the
+        # eviction rule would keep), so nothing is loaded only to be evicted right away.
+        loaded = []
+        steps = 0
+        for name in sorted(names, key=lambda n: names[n].order, reverse=True):
+            length = names[name].length
+            if self.capacity and loaded and steps + length > self.capacity:
+                break
+            if length < self.minlen:
+                print(f'Replay: not loading {name}: {length} transitions < minlen '
+                      f'{self.minlen}.', flush=True)
+                continue
+            path = self.directory / name
+            try:
+                episode = load_episode(path)
+            except (EpisodeFileError, OSError) as e:
+                logger.warning('Replay: skipping unreadable episode file %s (%s).', path,
+                               str(e).replace('\n', ' '))
+                continue
+            loaded.append(_Loaded(episode, path))
+            steps += length
+        for item in reversed(loaded):
+            self._append(item)
+
+    def _read_ledger(self):
+        try:
+            lines = (self.directory / LEDGER).read_text(errors='replace').split('\n')
+        except OSError as e:
+            logger.warning('Replay: cannot read %s (%s).', self.directory / LEDGER, e)
+            return set()
+        # A kill in the middle of an append leaves a partial last line; it does not parse.
+        return {line for line in lines if parse_filename(line)}
+
+    # ---------------------------------------------------------------------------- adding
+
+    @property
+    def stats(self):
+        with self._lock:
+            return {
+                'total_steps': self._total_steps,
+                'total_episodes': self._total_episodes,
+                'loaded_steps': self._loaded_steps,
+                'loaded_episodes': len(self._loaded),
+                'loaded_bytes': self._loaded_bytes,
+            }
+
+    def add_step(self, transition, worker=0):
+        """Append one transition to `worker`'s episode; `is_last` finishes (saves) the episode."""
+        step = {str(key): convert(value) for key, value in transition.items()}
+        is_first = bool(step['is_first']) if 'is_first' in step else None
+        with self._lock:
+            steps = self._ongoing[worker]
+            if steps and is_first:
+                # The env was reset while an episode was open (e.g. a driver reset after prefill):
+                # the old episode is unfinished and must not be glued onto this one (spec bug 8).
+                print(f'Replay: dropping unfinished episode of {len(steps) - 1} steps of worker '
+                      f'{worker} (environment was reset).', flush=True)
+                steps.clear()
+            if not steps and is_first is False:
+                # Continuation of an episode whose start was dropped; storing it would create an
+                # episode without its reset observation.
+                if worker not in self._discarding:
+                    self._discarding.add(worker)
+                    print(f'Replay: worker {worker} is mid-episode with no open episode; '
+                          'dropping its steps until the next reset.', flush=True)
+                return
+            self._discarding.discard(worker)
+            if steps:
+                reference = steps[0]
+                if step.keys() != reference.keys():
+                    raise ValueError(
+                        f'Replay: transition keys {sorted(step)} differ from the episode keys '
+                        f'{sorted(reference)} (worker {worker}).')
+                for key, value in step.items():
+                    if value.shape != reference[key].shape:
+                        raise ValueError(
+                            f"Replay: '{key}' has shape {value.shape}, earlier steps of this "
+                            f'episode have {reference[key].shape} (worker {worker}).')
+            steps.append(step)
+            if not bool(step.get('is_last', False)):
+                return
+            finished = list(steps)
+            del self._ongoing[worker]
+        episode = {key: np.stack([s[key] for s in finished]) for key in finished[0]}
+        self._add(episode)
+
+    def add_episode(self, episode):
+        """Add (and save) a whole episode: dict of arrays with leading dimension length + 1.
+
+        Returns the saved path, or None if the episode was too short or the replay is in memory.
+        """
+        return self._add(convert_episode(episode))
+
+    def _add(self, episode):
+        length = episode_length(episode)
+        if length < self.minlen:
+            print(f'Replay: skipping short episode of length {length} (minlen {self.minlen}).',
+                  flush=True)
+            return None
+        path = None
+        if self.directory is not None:
+            # Compress and write outside the lock: sampling continues meanwhile.
+            path = save_episode(self.directory, episode)
+        for value in episode.values():
+            value.flags.writeable = False
+        with self._lock:
+            self._total_steps += length
+            self._total_episodes += 1
+            self._append(_Loaded(episode, path))
+            self._evict()
+        return path
+
+    def _append(self, item):
+        self._loaded.append(item)
+        self._loaded_steps += item.length
+        self._loaded_bytes += item.nbytes
+
+    def _evict(self):
+        while self.capacity and len(self._loaded) > 1 and self._loaded_steps > self.capacity:
+            item = self._loaded.pop(0)
+            self._loaded_steps -= item.length
+            self._loaded_bytes -= item.nbytes
+            if self.delete_evicted and item.path is not None:
+                self._delete(item.path)
+
+    def _delete(self, path):
+        # Record first, then delete: a kill in between leaves a file that is both listed and
+        # present, which the start-up count handles (set union), never a lost count.
+        with open(self.directory / LEDGER, 'a') as f:
+            f.write(path.name + '\n')
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def clear_ongoing(self, worker=None):
+        """Drop in-progress episodes (of one worker, or all); returns the steps dropped."""
+        with self._lock:
+            workers = list(self._ongoing) if worker is None else [worker]
+            dropped = 0
+            for w in workers:
+                steps = self._ongoing.pop(w, [])
+                dropped += max(len(steps) - 1, 0)
+            return dropped
+
+    # ---------------------------------------------------------------------------- sampling
+
+    def _candidates(self):
+        # Caller holds the lock. Ongoing episodes are lists of per-step dicts.
+        ongoing = []
+        if self.ongoing:
+            ongoing = [s for s in self._ongoing.values() if len(s) - 1 >= self.minlen]
+        return self._loaded, ongoing
+
+    def _empty_message(self):
+        where = self.directory if self.directory is not None else 'in memory'
+        extra = ' or ongoing' if self.ongoing else ''
+        return (f'Replay {where} has no complete{extra} episode with at least {self.minlen} '
+                f'transitions to sample from; collect data (prefill) first.')
+
+    def sample_sequence(self, rng):
+        """One sequence per spec 4.3, as a dict of arrays without `log_*` keys.
+
+        `is_first` is True only at position 0 (added if the episodes lack it).
+        """
+        with self._lock:
+            loaded, ongoing = self._candidates()
+            count = len(loaded) + len(ongoing)
+            if not count:
+                raise RuntimeError(self._empty_message())
+            choice = int(rng.integers(count))  # uniform over episodes, not steps (spec bug 18)
+            if choice < len(loaded):
+                source, steps = loaded[choice].data, None
+                total = loaded[choice].length + 1
+            else:
+                source, steps = None, ongoing[choice - len(loaded)]
+                total = len(steps)
+            length = min(total, self.maxlen) if self.maxlen else total
+            length -= int(rng.integers(0, self.minlen))
+            length = max(self.minlen, length)
+            upper = total - length + 1
+            if self.prioritize_ends:
+                upper += self.minlen  # the extra mass all lands on the final window below
+            index = min(int(rng.integers(0, upper)), total - length)
+            if steps is None:
+                # Views: loaded arrays are read-only and outlive eviction through these refs.
+                sequence = {k: v[index:index + length] for k, v in source.items()
+                            if not k.startswith('log_')}
+            else:
+                window = steps[index:index + length]  # shallow copy; steps are never mutated
+        if steps is not None:
+            sequence = {k: np.stack([s[k] for s in window]) for k in window[0]
+                        if not k.startswith('log_')}
+        is_first = np.zeros(length, bool)
+        is_first[0] = True
+        sequence['is_first'] = is_first
+        return sequence
+
+    def chunks(self, length, rng=None):
+        """Endless generator of chunks of exactly `length` steps (spec 4.4).
+
+        A chunk continues the current sequence and, once it is used up, starts a newly sampled
+        one (marked by `is_first`), so no sampled step is wasted. `rng` defaults to a fresh
+        stream spawned from the replay's seed.
+        """
+        length = int(length)
+        if length < 1:
+            raise ValueError(f'chunk length must be >= 1, got {length}')
+        if rng is None:
+            rng = np.random.default_rng(self._seeds.spawn(1)[0])
+        sequence, position, size, keys = None, 0, 0, None
+        while True:
+            parts = []
+            needed = length
+            while needed:
+                if position >= size:
+                    sequence = self.sample_sequence(rng)
+                    if keys is None:
+                        keys = sequence.keys()
+                    elif sequence.keys() != keys:
+                        raise ValueError(
+                            f'Replay episodes have different keys: {sorted(sequence)} vs '
+                            f'{sorted(keys)}; cannot batch them together.')
+                    position, size = 0, len(sequence['is_first'])
+                take = min(needed, size - position)
+                parts.append({k: v[position:position + take] for k, v in sequence.items()})
+                position += take
+                needed -= take
+            if len(parts) == 1:
+                yield parts[0]
+            else:
+                yield {k: np.concatenate([p[k] for p in parts]) for k in keys}
+
+    def _signature(self):
+        """{key: (dtype, shape without time)} of sampled sequences, from the first candidate."""
+        with self._lock:
+            loaded, ongoing = self._candidates()
+            if loaded:
+                items = [(k, v.dtype, v.shape[1:]) for k, v in loaded[0].data.items()]
+            elif ongoing:
+                items = [(k, v.dtype, v.shape) for k, v in ongoing[0][0].items()]
+            else:
+                raise ValueError(self._empty_message())
+        spec = {k: (dtype, shape) for k, dtype, shape in items if not k.startswith('log_')}
+        spec['is_first'] = (np.dtype(bool), ())
+        return spec
+
+    def dataset(self, batch, length):
+        """`tf.data.Dataset` of dicts of `[batch, length, ...]` tensors, prefetched.
+
+        Raises ValueError if the replay has nothing to sample yet. Each call gets its own random
+        stream spawned from `seed`, so a fixed seed and call order reproduce the batches (as long
+        as the replay contents are the same when sampled).
+        """
+        spec = self._signature()  # first, so an empty replay fails before importing TF
+        import tensorflow as tf  # kept out of module import: env workers and tools need no TF
+
+        signature = {k: tf.TensorSpec((int(length),) + tuple(shape), tf.as_dtype(dtype))
+                     for k, (dtype, shape) in spec.items()}
+        rng = np.random.default_rng(self._seeds.spawn(1)[0])
+        generator = lambda: self.chunks(length, rng)  # noqa: E731 (tf.data wants a callable)
+        dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
+        dataset = dataset.batch(int(batch), drop_remainder=True)
+        return dataset.prefetch(5)
+

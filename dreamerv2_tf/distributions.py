@@ -34,7 +34,7 @@ class OneHot:
     """Categorical over the last axis with one-hot samples and straight-through gradients.
 
     `sample` and `mode` return the hard one-hot vector in the forward pass and the gradient of the
-    probabilities in the backward pass (hard + probs - stop_gradient(probs)). `event_dims` extra
+    probabilities in the backward pass (hard + (probs - stop_gradient(probs))). `event_dims` extra
     axes before the class axis are independent variables whose log-probs and entropies are summed,
     e.g. event_dims=1 for the RSSM's 32 latents of 32 classes."""
 
@@ -45,7 +45,8 @@ class OneHot:
         self.probs = tf.nn.softmax(self.logits)
 
     def _straight_through(self, hard):
-        return hard + self.probs - sg(self.probs)
+        # (probs - sg(probs)) is exactly zero in the forward pass, so the value stays exactly one-hot.
+        return hard + (self.probs - sg(self.probs))
 
     def sample(self, seed):
         index = sample_categorical(self.logits, seed)

@@ -535,8 +535,11 @@ class Replay:
         spec['is_first'] = (np.dtype(bool), ())
         return spec
 
-    def dataset(self, batch, length):
+    def dataset(self, batch, length, prefetch=5):
         """`tf.data.Dataset` of dicts of `[batch, length, ...]` tensors, prefetched.
+
+        `prefetch=0` samples each batch when it is requested, so batches do not depend on the
+        timing of episodes added meanwhile (deterministic runs need that).
 
         Raises ValueError if the replay has nothing to sample yet. Each call gets its own random
         stream spawned from `seed`, so a fixed seed and call order reproduce the batches (as long
@@ -551,5 +554,5 @@ class Replay:
         generator = lambda: self.chunks(length, rng)  # noqa: E731 (tf.data wants a callable)
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
         dataset = dataset.batch(int(batch), drop_remainder=True)
-        return dataset.prefetch(5)
+        return dataset.prefetch(prefetch) if prefetch else dataset
 

@@ -133,7 +133,7 @@ def main(argv=None):
     except ValueError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    print(f'Evaluating {path} (step {policy.step}) on {config.task}, {args.episodes} episodes, '
+    print(f'Evaluating {policy.path} (step {policy.step}) on {config.task}, {args.episodes} episodes, '
           f'{args.mode} actions.', flush=True)
     returns, frames = [], []
     try:

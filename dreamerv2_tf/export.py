@@ -90,13 +90,25 @@ class PolicyModule:
         self.module = module
 
     def _check(self, inputs):
-        """Shape checks the signature cannot express: one batch size for every input."""
+        """In-graph shape checks, so that every caller (TF Serving and `saved_model_cli`
+        included, which do not check shapes against the signature) gets an error naming the
+        input: each input's shape, and one batch size for all."""
         import tensorflow as tf
+        specs = {**self.obs, **self.state}
         batch = tf.shape(inputs['is_first'])[0]
-        checks = [tf.debugging.assert_equal(
-            tf.shape(inputs[k])[0], batch,
-            message=f"input '{k}' has a different batch size than 'is_first'")
-            for k in inputs if k != 'seed']
+        checks = []
+        for key, spec in specs.items():
+            shape = tf.shape(inputs[key])
+            expected = 'B' + ''.join(f', {d}' for d in spec.shape[1:])
+            checks.append(tf.debugging.assert_equal(
+                tf.size(shape), len(spec.shape),
+                message=f"input '{key}' must have shape [{expected}]"))
+            if spec.shape.rank > 1:
+                checks.append(tf.debugging.assert_equal(
+                    shape[1:], tf.constant(spec.shape[1:].as_list(), tf.int32),
+                    message=f"input '{key}' must have shape [{expected}]"))
+            checks.append(tf.debugging.assert_equal(
+                shape[0], batch, message=f"input '{key}' has another batch size than 'is_first'"))
         with tf.control_dependencies(checks):
             return {k: tf.identity(v) for k, v in inputs.items()}
 
@@ -225,6 +237,7 @@ class SavedModelPolicy:
     def __init__(self, path):
         import tensorflow as tf
         from dreamerv2_tf import config as configlib
+        self.path = path
         self.model = tf.saved_model.load(str(path))
         meta = {k: v.numpy() for k, v in self.model.signatures['metadata']().items()}
         self.config = configlib.Config(configlib.load_yaml(meta['config'].decode()))

@@ -161,16 +161,21 @@ def make_envs(config, env, eval_env, envs):
         count = min(config.envs, config.eval_eps)
         return train_envs, (envs.make_batch_env(config, 'eval', count) if count else None)
     train_envs = envs.BatchEnv([lambda: _user_env(env, config)], 'none')
-    if eval_env is None and callable(env) and not hasattr(env, 'step'):
+    if eval_env is None and _is_factory(env):
         eval_env = env
     evaluation = envs.BatchEnv([lambda: _user_env(eval_env, config)], 'none') if eval_env else None
     return train_envs, evaluation
 
 
+def _is_factory(env):
+    """A class or function that makes envs, as opposed to an env instance."""
+    return isinstance(env, type) or (callable(env) and not hasattr(env, 'step'))
+
+
 def _user_env(env, config):
     """A user's env in the protocol: gymnasium envs are wrapped like spec 14's `api.train`."""
     from dreamerv2_tf import envs
-    if callable(env) and not hasattr(env, 'step'):
+    if _is_factory(env):
         env = env()
     if not hasattr(env, 'obs_space'):  # a gymnasium env
         env = envs.GymWrapper(env, seed=config.seed)

@@ -1,5 +1,12 @@
 """Shared fixtures: tiny configs, Atari- and DMC-like spaces, and a learnable fixed batch."""
 
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
@@ -74,3 +81,40 @@ def spaces():
 @pytest.fixture
 def fixed_batch():
     return make_batch
+
+
+# Subprocess runs of the commands --------------------------------------------------------------
+
+ATARI_TINY = ['--configs', 'defaults', 'atari', 'tiny', '--task', 'atari_pong']
+
+
+def command_env():
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    env.pop('TF_CPP_MIN_LOG_LEVEL', None)
+    return env
+
+
+def run_module(module, args, timeout=300, cwd=None):
+    """Runs `python -m module args`; returns (returncode, stdout + stderr, seconds)."""
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, '-m', module, *args], capture_output=True,
+                            text=True, timeout=timeout, cwd=cwd, env=command_env())
+    return result.returncode, result.stdout + result.stderr, time.monotonic() - start
+
+
+@pytest.fixture(scope='session')
+def atari_run(tmp_path_factory):
+    """One tiny Atari Pong training run of 3000 steps, shared by the tests that need a trained
+    agent (end-to-end checks, evaluate, export). With pytest-xdist the first worker that needs it
+    trains while the others wait on a file lock, then all read the same logdir."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        root = root.parent  # shared by all workers of this session
+    logdir, result = root / 'atari_run', root / 'atari_run.json'
+    with open(root / 'atari_run.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result.exists():
+            code, output, seconds = run_module(
+                'dreamerv2_tf.train', [*ATARI_TINY, '--logdir', str(logdir), '--steps', '3000'])
+            result.write_text(json.dumps([code, output, seconds]))
+    return (logdir, *json.loads(result.read_text()))

@@ -1,0 +1,273 @@
+"""The training program end to end: artefacts, resume after SIGKILL, SIGTERM, determinism, CLI
+errors and the package API for custom environments."""
+
+import hashlib
+import json
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import gymnasium
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dreamerv2_tf.replay import load_episode
+
+from conftest import ATARI_TINY, command_env, make_config, run_module
+
+
+def metrics_lines(logdir):
+    return [json.loads(line) for line in (logdir / 'metrics.jsonl').read_text().splitlines()]
+
+
+def event_tags(logdir):
+    from tensorboard.backend.event_processing import event_accumulator
+    accumulator = event_accumulator.EventAccumulator(
+        str(logdir), size_guidance={event_accumulator.IMAGES: 0, event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    tags = accumulator.Tags()
+    return set(tags['tensors']), set(tags['images'])
+
+
+def check_run_artefacts(logdir, code, output, seconds):
+    assert code == 0, output[-3000:]
+    assert seconds < 120, f'took {seconds:.0f} s'
+    assert 'Prefill:' in output and 'Eval episode has' in output
+    assert 'Training finished at step 3000.' in output
+    lines = metrics_lines(logdir)
+    losses = [line for line in lines if 'model_loss' in line]
+    assert losses and all(np.isfinite(line['model_loss']) for line in losses)
+    assert any('train_return' in line for line in lines)
+    assert any('eval_return' in line for line in lines)
+    assert any('fps' in line and 'updates_per_sec' in line for line in lines)
+    import pandas
+    frame = pandas.read_json(logdir / 'metrics.jsonl', lines=True)
+    assert len(frame) == len(lines) and 'model_loss' in frame and 'step' in frame
+    scalars, images = event_tags(logdir)
+    assert {'model_loss', 'kl_loss', 'image_loss', 'actor_loss', 'critic_loss', 'train_return',
+            'eval_return', 'fps', 'updates_per_sec'} <= scalars
+    assert {'train_openl_image', 'eval_openl_image', 'train_policy_image',
+            'eval_policy_image'} <= images
+    episodes = sorted((logdir / 'train_episodes').glob('*.npz'))
+    assert episodes and all(len(load_episode(path)['reward']) > 1 for path in episodes)
+    assert list((logdir / 'eval_episodes').glob('*.npz'))
+    assert tf.train.latest_checkpoint(str(logdir / 'checkpoints'))
+    assert (logdir / 'config.yaml').exists()
+
+
+def test_atari_end_to_end(atari_run):
+    check_run_artefacts(*atari_run)
+
+
+def test_dmc_pixels_end_to_end(tmp_path):
+    logdir = tmp_path / 'run'
+    result = run_module('dreamerv2_tf.train', [
+        '--configs', 'defaults', 'dmc_vision', 'tiny', '--task', 'dmc_cartpole_swingup',
+        '--logdir', str(logdir), '--steps', '3000'])
+    check_run_artefacts(logdir, *result)
+    episode = load_episode(sorted((logdir / 'train_episodes').glob('*.npz'))[0])
+    assert episode['image'].shape[1:] == (64, 64, 3) and episode['action'].shape[1:] == (1,)
+
+
+def checkpoint_value(logdir, suffix):
+    """A value from the latest checkpoint, by the end of its key."""
+    path = tf.train.latest_checkpoint(str(logdir / 'checkpoints'))
+    keys = [k for k, _ in tf.train.list_variables(path) if k.endswith(suffix)]
+    assert len(keys) == 1, keys
+    return tf.train.load_variable(path, keys[0])
+
+
+def episode_digests(logdir):
+    digests = {}
+    for path in (logdir / 'train_episodes').glob('*.npz'):
+        episode = load_episode(path)
+        digest = hashlib.sha256(b''.join(episode[k].tobytes() for k in sorted(episode)))
+        digests[path.name] = digest.hexdigest()
+    return digests
+
+
+class Reader:
+    """Collects a process's output lines in a thread so that the test can wait for one."""
+
+    def __init__(self, process):
+        self.lines = []
+        self.thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self.thread.start()
+
+    def _read(self, process):
+        for line in process.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, pattern, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(re.search(pattern, line) for line in self.lines):
+                return True
+            time.sleep(0.05)
+        return False
+
+    @property
+    def text(self):
+        return ''.join(self.lines)
+
+
+def start_training(args):
+    process = subprocess.Popen([sys.executable, '-m', 'dreamerv2_tf.train', *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=command_env())
+    return process, Reader(process)
+
+
+def test_resume_after_sigkill_loses_nothing(tmp_path):
+    logdir = tmp_path / 'run'
+    args = [*ATARI_TINY, '--logdir', str(logdir), '--steps', '3000']
+    process, reader = start_training(args)
+    try:
+        assert reader.wait_for(r'Saved checkpoint', 150), reader.text[-3000:]
+        delay = random.uniform(0.0, 4.0)
+        time.sleep(delay)
+        process.kill()  # SIGKILL: no handler runs
+        process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    before = episode_digests(logdir)  # every episode written before the kill loads
+    assert before, reader.text[-2000:]
+    step = int(checkpoint_value(logdir, 'state/step/.ATTRIBUTES/VARIABLE_VALUE'))
+    iterations = int(checkpoint_value(logdir, 'optimizers/model/_iterations/.ATTRIBUTES/'
+                                      'VARIABLE_VALUE'))
+    updates = int(checkpoint_value(logdir, 'counters/updates/.ATTRIBUTES/VARIABLE_VALUE'))
+    assert step > 0 and iterations > 0
+
+    code, output, _ = run_module('dreamerv2_tf.train', args)
+    assert code == 0, output[-3000:]
+    assert f'Resumed from' in output and f'at step {step} ({updates} updates)' in output, (
+        f'killed {delay:.2f} s after the first checkpoint', output[:3000])
+    assert 'Prefill: 0 random steps' not in output  # nothing redone
+    after = episode_digests(logdir)
+    assert set(before) <= set(after)
+    assert all(after[name] == digest for name, digest in before.items())
+    assert len(set(after.values())) == len(after)  # no episode stored twice
+    # The optimizer continued: its iteration count grew by exactly the updates made after resume
+    # (a fresh optimizer would have restarted from zero).
+    new_updates = int(checkpoint_value(logdir, 'counters/updates/.ATTRIBUTES/VARIABLE_VALUE'))
+    new_iterations = int(checkpoint_value(logdir, 'optimizers/model/_iterations/.ATTRIBUTES/'
+                                          'VARIABLE_VALUE'))
+    assert new_iterations - iterations == new_updates - updates > 0
+    assert int(checkpoint_value(logdir, 'state/step/.ATTRIBUTES/VARIABLE_VALUE')) == 3000
+
+
+def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
+    logdir = tmp_path / 'run'
+    # No periodic or end-of-phase checkpoint can happen first: the only one is SIGTERM's.
+    process, reader = start_training([*ATARI_TINY, '--logdir', str(logdir), '--steps', '100000',
+                                      '--eval_every', '100000', '--save_every', '0'])
+    try:
+        assert reader.wait_for(r'model_loss', 150), reader.text[-3000:]
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    reader.thread.join(5)
+    assert code == 128 + signal.SIGTERM, reader.text[-2000:]
+    match = re.search(r'Saved checkpoint (\S+) \(on SIGTERM, step (\d+)\)', reader.text)
+    assert match, reader.text[-2000:]
+    assert tf.train.latest_checkpoint(str(logdir / 'checkpoints')) == match.group(1)
+    assert int(checkpoint_value(logdir, 'state/step/.ATTRIBUTES/VARIABLE_VALUE')) == int(
+        match.group(2)) > 500
+
+
+def test_same_seed_with_determinism_gives_identical_losses(tmp_path):
+    def losses(logdir):
+        values = []
+        for line in metrics_lines(logdir):
+            values += [line[k] for k in sorted(line) if k.endswith('_loss')]
+        return values
+
+    args = [*ATARI_TINY, '--steps', '1600', '--log_every', '50', '--seed', '7',
+            '--deterministic', 'True', '--eval_every', '10000']
+    runs = [subprocess.Popen([sys.executable, '-m', 'dreamerv2_tf.train', *args, '--logdir',
+                              str(tmp_path / name)], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, env=command_env()) for name in 'ab']
+    outputs = [run.communicate(timeout=300)[0].decode() for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs[0][-2000:]
+    first, second = losses(tmp_path / 'a'), losses(tmp_path / 'b')
+    assert len(first) >= 20
+    assert first[:20] == second[:20]
+    assert len(set(first[:20])) > 10  # real, changing losses, not a constant
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--configs', 'defaults', 'atari', '--model_opt.lrr', '1'],
+     "error: unknown flag '--model_opt.lrr' (did you mean 'model_opt.lr'"),
+    (['--configs', 'defaults', 'atary'], "error: unknown config block 'atary'"),
+    (['--configs', 'defaults', 'atari', '--task', 'atari_pongg'],
+     "error: unknown Atari game 'atari_pongg' (closest: atari_pong"),
+    (['--configs', 'defaults', 'atari', '--precision', '8'],
+     "error: config key 'precision' must be one of 16, 32"),
+])
+def test_bad_input_exits_2_with_one_line(args, message):
+    code, output, _ = run_module('dreamerv2_tf.train', args, timeout=60)
+    assert code == 2
+    assert output.strip().startswith(message) and len(output.strip().splitlines()) == 1, output
+
+
+def test_help_documents_every_key():
+    code, output, _ = run_module('dreamerv2_tf.train', ['--configs', 'atari', '--help'])
+    assert code == 0
+    assert 'python -m dreamerv2_tf.train' in output
+    assert '--train_every 16 (int)  agent steps between updates' in output
+
+
+class Corridor(gymnasium.Env):
+    """A tiny gymnasium env: walk right (action 1) to the end of a corridor, shown as an image.
+    The goal is 12 steps away, so with a 10-step time limit every episode is cut, not ended."""
+
+    observation_space = gymnasium.spaces.Box(0, 255, (16, 16, 3), np.uint8)
+    action_space = gymnasium.spaces.Discrete(3)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.position = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.position = max(0, self.position + {0: 0, 1: 1, 2: -1}[int(action)])
+        done = self.position >= 12
+        return self._obs(), float(done), done, False, {}
+
+    def _obs(self):
+        image = np.zeros((16, 16, 3), np.uint8)
+        image[:, self.position] = 255
+        return image
+
+
+def test_package_api_trains_a_custom_gymnasium_env(tmp_path):
+    import dreamerv2_tf
+    config = make_config(flags=[
+        '--logdir', str(tmp_path / 'custom'), '--steps', '400', '--prefill', '100',
+        '--eval_every', '200', '--log_every', '100', '--time_limit', '10', '--train_every', '10',
+        '--replay.minlen', '8', '--replay.maxlen', '8', '--dataset.length', '8',
+        '--export_every', '250',
+        '--encoder.mlp_keys', '$^', '--decoder.mlp_keys', '$^'])
+    summary = dreamerv2_tf.train(Corridor, config)
+    assert summary['step'] >= 400
+    logdir = tmp_path / 'custom'
+    episode = load_episode(sorted((logdir / 'train_episodes').glob('*.npz'))[0])
+    assert episode['image'].shape[1:] == (64, 64, 3)  # resized for the networks
+    assert episode['action'].shape[1:] == (3,)  # one-hot
+    # Time-limit cuts end episodes without marking them terminal (the original marked them).
+    assert len(episode['reward']) == 11
+    assert episode['is_last'][-1] and not episode['is_terminal'].any()
+    assert any('eval_return' in line for line in metrics_lines(logdir))
+    # export_every wrote servable versions named by their step while training.
+    versions = sorted(int(p.name) for p in (logdir / 'export').iterdir())
+    assert len(versions) == 2 and versions[0] > 100, versions
+    model = tf.saved_model.load(str(logdir / 'export' / str(versions[-1])))
+    assert int(model.signatures['metadata']()['step']) == versions[-1]

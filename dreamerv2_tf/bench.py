@@ -2,9 +2,12 @@
 
     python -m dreamerv2_tf.bench train [--configs defaults atari] [--precision 32] [--steps 5]
     python -m dreamerv2_tf.bench policy [--configs defaults atari] [--batch 1 64] [--calls 200]
+                                        [--saved-model export/models/pong/3000]
 
 `train` times full agent updates (world model, actor and critic) on a random batch of the
-configured size (16 x 50 for the paper's configs) after warm-up steps; `policy` times policy steps.
+configured size (16 x 50 for the paper's configs) after warm-up steps; `policy` times eval policy
+steps of the in-process agent and, with `--saved-model`, of an exported SavedModel's
+`serving_default` signature (the config should match the exported one).
 Config flags (`--jit xla`, `--dataset.batch 8`, ...) pass through.
 """
 
@@ -29,6 +32,7 @@ def parse(argv):
     parser.add_argument('--batch', type=int, nargs='+', default=[1, 64],
                         help='policy batch sizes (policy)')
     parser.add_argument('--calls', type=int, default=200, help='timed policy calls (policy)')
+    parser.add_argument('--saved-model', help='also time this exported SavedModel (policy)')
     return parser.parse_known_args(argv)
 
 
@@ -82,23 +86,48 @@ def bench_train(agent, config, args):
     return statistics.median(times)
 
 
+def time_calls(step, state, args):
+    """Median seconds of `state = step(state)` over `args.calls` calls after warm-up."""
+    times = []
+    for index in range(args.warmup + args.calls):
+        start = time.perf_counter()
+        state = step(state)
+        if index >= args.warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def bench_policy(agent, config, args):
-    results = {}
+    import tensorflow as tf
+    model = tf.saved_model.load(args.saved_model) if args.saved_model else None
     for size in args.batch:
         data = random_batch(agent.obs_space, agent.act_space, size, 1)
         obs = {k: v[:, 0] for k, v in data.items() if k != 'action'}
-        state = agent.initial_policy_state(size)
-        times = []
-        for index in range(args.warmup + args.calls):
-            start = time.perf_counter()
+
+        def agent_step(state):
             out, state = agent.policy(obs, state, 'eval')
             out['action'].numpy()
-            if index >= args.warmup:
-                times.append(time.perf_counter() - start)
-        results[size] = statistics.median(times)
-        print(f'policy step (eval), batch {size}: median {1000 * results[size]:.2f} ms over '
-              f'{len(times)} calls')
-    return results
+            return state
+
+        seconds = time_calls(agent_step, agent.initial_policy_state(size), args)
+        print(f'agent.policy (eval), batch {size}: median {1000 * seconds:.2f} ms over '
+              f'{args.calls} calls', flush=True)
+        if model is None:
+            continue
+        signature = model.signatures['serving_default']
+        inputs = {k: tf.constant(obs[k]) for k in signature.structured_input_signature[1]
+                  if k in obs}
+        seed = tf.constant([0, 0], tf.int64)
+
+        def served_step(state):
+            out = signature(**inputs, **state, seed=seed)
+            out['action'].numpy()
+            return {k: out[k] for k in state}
+
+        state = model.signatures['initial_state'](batch_size=tf.constant(size))
+        seconds = time_calls(served_step, state, args)
+        print(f'SavedModel serving_default, batch {size}: median {1000 * seconds:.2f} ms over '
+              f'{args.calls} calls', flush=True)
 
 
 def main(argv=None):

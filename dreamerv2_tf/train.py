@@ -376,9 +376,8 @@ class Trainer:
                 'logdir': str(self.logdir)}
 
     def prefill(self):
-        """Random-policy steps up to `prefill` (at least one episode), and one random eval
-        episode so that the eval dataset has data. The partial episode prefill leaves behind is
-        dropped, not glued onto the next one (spec 17.8)."""
+        """Random-policy steps up to `prefill` (at least one episode). The partial episode it
+        leaves behind is dropped, not glued onto the next one (spec 17.8)."""
         from dreamerv2_tf.driver import RandomPolicy
         policy = RandomPolicy(self.train_driver.env.act_space, seed=self.config.seed)
         steps = max(0, self.config.prefill - self.step)
@@ -387,32 +386,36 @@ class Trainer:
             self.train_driver(policy, steps=steps, episodes=1)
             self.train_driver.reset()
             self.train_replay.clear_ongoing()
-        if self.eval_driver is not None and not self.eval_replay.stats['loaded_episodes']:
-            self.eval_driver(policy, episodes=1)
-            self.eval_driver.reset()
 
     train_dataset = report_dataset = eval_dataset = None
 
-    def make_datasets(self):
+    def dataset(self, replay):
         # Deterministic runs sample each batch on request: prefetching samples at moments that
         # depend on thread timing while episodes are being added.
         prefetch = 0 if self.config.deterministic else 5
-        batch, length = self.config.dataset.batch, self.config.dataset.length
-        self.train_dataset = iter(self.train_replay.dataset(batch, length, prefetch))
-        self.report_dataset = iter(self.train_replay.dataset(batch, length, prefetch))
-        self.eval_dataset = None
-        if self.eval_driver is not None:
-            self.eval_dataset = iter(self.eval_replay.dataset(batch, length, prefetch))
-        self.train_state = self.agent.initial_train_state(batch)
+        return iter(replay.dataset(self.config.dataset.batch, self.config.dataset.length,
+                                   prefetch))
+
+    def make_datasets(self):
+        self.train_dataset = self.dataset(self.train_replay)
+        self.report_dataset = self.dataset(self.train_replay)
+        self.train_state = self.agent.initial_train_state(self.config.dataset.batch)
 
     def evaluate(self):
+        """Eval episodes with the current weights, then the open-loop report on eval data. The
+        eval dataset starts once an eval episode long enough to sample is stored (the original
+        ran a random eval episode for it, and crashed without one, spec 17.18)."""
         self.logger.write(self.step)
         if self.eval_driver is None:
             return
-        self.logger.add(self.agent.report(next(self.eval_dataset)), prefix='eval')
         self.eval_driver.reset()  # fresh episodes with the current weights
         self.eval_video_due = True
         self.eval_driver(self.eval_policy, episodes=self.config.eval_eps)
+        if self.eval_dataset is None and self.eval_replay.stats['loaded_episodes']:
+            self.eval_dataset = self.dataset(self.eval_replay)
+        if self.eval_dataset is not None:
+            self.logger.add(self.agent.report(next(self.eval_dataset)), prefix='eval')
+            self.logger.write(self.step)
 
 
 def main(argv=None):

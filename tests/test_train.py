@@ -125,7 +125,7 @@ def start_training(args):
 
 def test_resume_after_sigkill_loses_nothing(tmp_path):
     logdir = tmp_path / 'run'
-    args = [*ATARI_TINY, '--logdir', str(logdir), '--steps', '3000']
+    args = [*ATARI_TINY, '--logdir', str(logdir), '--steps', '3500']
     process, reader = start_training(args)
     try:
         assert reader.wait_for(r'Saved checkpoint', 150), reader.text[-3000:]
@@ -159,7 +159,7 @@ def test_resume_after_sigkill_loses_nothing(tmp_path):
     new_iterations = int(checkpoint_value(logdir, 'optimizers/model/_iterations/.ATTRIBUTES/'
                                           'VARIABLE_VALUE'))
     assert new_iterations - iterations == new_updates - updates > 0
-    assert int(checkpoint_value(logdir, 'state/step/.ATTRIBUTES/VARIABLE_VALUE')) == 3000
+    assert int(checkpoint_value(logdir, 'state/step/.ATTRIBUTES/VARIABLE_VALUE')) == 3500
 
 
 def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):

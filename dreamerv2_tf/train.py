@@ -117,7 +117,6 @@ def setup_tensorflow(config):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    return tf
 
 
 def make_outputs(logdir, pattern='.*'):
@@ -135,8 +134,6 @@ def train(env=None, config=None, outputs=None, eval_env=None):
     an env in this package's protocol, or a function that makes one. `eval_env` likewise (by
     default evaluation uses a second env from `env` if it is a function, else none). `config` is a
     `Config` (default: the defaults block) or a dict of overrides. Returns a summary dict."""
-    from dreamerv2_tf import envs
-
     if config is None:
         config = configlib.defaults()
     elif not isinstance(config, configlib.Config):
@@ -145,17 +142,20 @@ def train(env=None, config=None, outputs=None, eval_env=None):
     logdir = pathlib.Path(config.logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     record_config(config, logdir)
-    train_envs, eval_envs = make_envs(config, env, eval_env, envs)
+    train_envs, eval_envs = make_envs(config, env, eval_env)
     try:
         with SignalGuard() as guard:
-            return _run(config, logdir, train_envs, eval_envs, outputs, guard)
+            setup_tensorflow(config)
+            return Trainer(config, logdir, train_envs, eval_envs, outputs, guard).run()
     finally:
         train_envs.close()
         if eval_envs is not None:
             eval_envs.close()
 
 
-def make_envs(config, env, eval_env, envs):
+def make_envs(config, env, eval_env):
+    """Batched train and eval envs: the config's task, or the user's `env` and `eval_env`."""
+    from dreamerv2_tf import envs
     if env is None:
         train_envs = envs.make_batch_env(config, 'train')
         count = min(config.envs, config.eval_eps)
@@ -178,21 +178,9 @@ def _user_env(env, config):
     if _is_factory(env):
         env = env()
     if not hasattr(env, 'obs_space'):  # a gymnasium env
-        env = envs.GymWrapper(env, seed=config.seed)
-        if any(len(s.shape) == 3 and s.dtype == np.uint8 for s in env.obs_space.values()):
-            env = envs.ResizeImage(env, tuple(config.render_size))
-        space = env.act_space['action']
-        if space.shape == () and space.dtype.kind in 'iu':
-            env = envs.OneHotAction(env)
-        elif space.dtype.kind == 'f':
-            env = envs.NormalizeAction(env)
+        env = envs.wrap_gym_env(env, tuple(config.render_size), config.action_repeat, config.seed)
         env = envs.TimeLimit(env, config.time_limit)
     return env
-
-
-def _run(config, logdir, train_envs, eval_envs, outputs, guard):
-    setup_tensorflow(config)
-    return Trainer(config, logdir, train_envs, eval_envs, outputs, guard).run()
 
 
 class Trainer:

@@ -14,13 +14,15 @@ from dreamerv2_tf.envs.batch import BatchEnv
 from dreamerv2_tf.envs.gym_env import GymWrapper
 from dreamerv2_tf.envs.space import Space
 from dreamerv2_tf.envs.tasks import (
-    PAPER_ATARI_GAMES, Task, UnknownTaskError, make_batch_env, make_env, make_gym_env, parse_task)
+    PAPER_ATARI_GAMES, Task, UnknownTaskError, make_batch_env, make_env, make_gym_env, parse_task,
+    wrap_gym_env)
 from dreamerv2_tf.envs.worker import EnvWorkerError, ProcessEnv
 from dreamerv2_tf.envs.wrappers import (
     ActionRepeat, NormalizeAction, OneHotAction, ResizeImage, TimeLimit, Wrapper)
 
 __all__ = [
-    'make_env', 'make_batch_env', 'make_gym_env', 'parse_task', 'Task', 'UnknownTaskError',
+    'make_env', 'make_batch_env', 'make_gym_env', 'wrap_gym_env', 'parse_task', 'Task',
+    'UnknownTaskError',
     'BatchEnv', 'ProcessEnv', 'EnvWorkerError', 'GymWrapper', 'Space', 'Wrapper', 'OneHotAction',
     'NormalizeAction', 'ResizeImage', 'TimeLimit', 'ActionRepeat', 'PAPER_ATARI_GAMES',
 ]

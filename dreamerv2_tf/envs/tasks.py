@@ -182,12 +182,18 @@ def make_env(config, mode='train', index=0):
 
 
 def make_gym_env(gym_id, size=(64, 64), action_repeat=1, seed=None, **kwargs):
-    """A registered gymnasium env in the protocol: images resized to `size`, discrete actions
-    one-hot, bounded continuous actions in [-1, 1]. `kwargs` go to `gymnasium.make`."""
+    """A registered gymnasium env in the protocol (see `wrap_gym_env`); `kwargs` go to
+    `gymnasium.make`."""
     import gymnasium
-    from dreamerv2_tf.envs.gym_env import GymWrapper
     _gym_registry(gym_id, f'gym_{gym_id}')  # registers ALE ids, imports `module:` prefixes
-    env = GymWrapper(gymnasium.make(gym_id, **kwargs), seed=seed)
+    return wrap_gym_env(gymnasium.make(gym_id, **kwargs), size, action_repeat, seed)
+
+
+def wrap_gym_env(env, size=(64, 64), action_repeat=1, seed=None):
+    """A gymnasium env instance in the protocol: images resized to `size`, discrete actions
+    one-hot, bounded continuous actions in [-1, 1], actions repeated `action_repeat` times."""
+    from dreamerv2_tf.envs.gym_env import GymWrapper
+    env = GymWrapper(env, seed=seed)
     if any(len(s.shape) == 3 and s.dtype == 'uint8' for s in env.obs_space.values()):
         env = wrappers.ResizeImage(env, size)
     for key, space in env.act_space.items():

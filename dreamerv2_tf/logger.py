@@ -450,13 +450,15 @@ class ProgressLine:
     the last `window` seconds so that it follows speed changes (e.g. prefill vs training).
     """
 
-    def __init__(self, stream=None, interval=None, window=120.0, tty=None, clock=time.monotonic):
+    def __init__(self, stream=None, interval=None, window=120.0, tty=None, clock=time.monotonic,
+                 multiplier=None):
         self._stream = stream
         self._tty = tty
         self._interval = interval
         self._window = window
         self._clock = clock
-        self._samples = collections.deque()  # (time, step)
+        self._multiplier = multiplier  # frames per step: when set, fps comes from the step rate
+        self._samples = collections.deque()  # (time, step, updates)
         self._last_print = None
         self._line_open = False
         self.rate = None  # steps per second over the recent window
@@ -473,19 +475,25 @@ class ProgressLine:
         except (AttributeError, ValueError):
             return False
 
-    def update(self, step, total_steps, fps=None, ret=None, updates_per_sec=None):
-        """Records progress and prints when due; returns the formatted line."""
+    def update(self, step, total_steps, fps=None, ret=None, updates_per_sec=None, updates=None):
+        """Records progress and prints when due; returns the formatted line. Without explicit
+        `fps` / `updates_per_sec`, they are measured over the window from the step rate (times
+        `multiplier`) and from the running total `updates`."""
         now = self._clock()
         step = int(step)
         if self._samples and step < self._samples[-1][1]:
             self._samples.clear()  # the counter went back (new run in the same process)
-        self._samples.append((now, step))
+        self._samples.append((now, step, updates))
         # Keep the newest sample at or before the window start as the anchor, so the rate always
         # spans at least `window` seconds once that much history exists, even with rare updates.
         while len(self._samples) > 2 and self._samples[1][0] <= now - self._window:
             self._samples.popleft()
-        t0, s0 = self._samples[0]
+        t0, s0, u0 = self._samples[0]
         self.rate = (step - s0) / (now - t0) if now > t0 else None
+        if fps is None and self._multiplier and self.rate is not None:
+            fps = self.rate * self._multiplier
+        if updates_per_sec is None and updates is not None and u0 is not None and now > t0:
+            updates_per_sec = (updates - u0) / (now - t0)
         remaining = max(0, total_steps - step)
         if remaining == 0:
             self.eta = 0.0

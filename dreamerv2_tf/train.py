@@ -204,7 +204,10 @@ class Trainer:
                                   config.dataset.length, seed=config.seed + 1)
         self.logger = loglib.Logger(outputs or make_outputs(logdir),
                                     multiplier=config.action_repeat)
-        self.progress = loglib.ProgressLine()
+        self.progress = loglib.ProgressLine(multiplier=config.action_repeat)
+        if config.precision == 16 and not tf.config.list_physical_devices('GPU'):
+            print('Warning: no GPU found, and mixed_float16 is very slow on CPUs (minutes per '
+                  'full-size update); add --precision 32 to train in float32.', flush=True)
 
         self.agent = Agent(config, train_envs.obs_space, train_envs.act_space)
         self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name='updates')
@@ -251,8 +254,8 @@ class Trainer:
         self.guard.check()
 
     def _on_eval_episode(self, episode, worker):
+        self.eval_replay.add_episode(episode)  # first, so that the logged stats include it
         self.per_episode(episode, 'eval')
-        self.eval_replay.add_episode(episode)
 
     def per_episode(self, episode, mode):
         from dreamerv2_tf import logger as loglib
@@ -303,7 +306,8 @@ class Trainer:
         if step and self.should_export(step):
             from dreamerv2_tf import export
             export.export_from_training(self.agent, config, self.logdir, step)
-        self.progress.update(step, config.steps, ret=self.last_return)
+        self.progress.update(step, config.steps, ret=self.last_return,
+                             updates=int(self.updates.numpy()))
 
     # Policies and updates -----------------------------------------------------------------------
 

@@ -456,3 +456,16 @@ def test_progress_tty_redraws_in_place_and_terminal_output_breaks_the_line():
 def test_format_duration():
     assert [format_duration(s) for s in (None, float('inf'), 0, 59.6, 3725, 100 * 3600)] == [
         '?', '?', '0:00:00', '0:01:00', '1:02:05', '100:00:00']
+
+
+def test_progress_measures_fps_and_updates_per_second_over_the_window():
+    clock = FakeClock()
+    stream = io.StringIO()
+    progress = ProgressLine(stream=stream, interval=0.0, window=60.0, tty=False, clock=clock,
+                            multiplier=4)
+    progress.update(1000, 10000, updates=10)
+    clock.now += 20.0
+    line = progress.update(1500, 10000, updates=40)
+    # 500 steps in 20 s = 25 steps/s = 100 frames/s; 30 updates in 20 s = 1.5 updates/s.
+    assert 'fps 100 ' in line and 'upd/s 1.5 ' in line
+    assert progress.eta == pytest.approx(8500 / 25)

@@ -24,12 +24,13 @@ import pathlib
 import shutil
 import sys
 
+import tensorflow as tf
+
 STATE_ACTION = 'prev_action'
 EXTRA_DIR = 'assets.extra'  # TF Serving's place for files beside a SavedModel
 
 
 def obs_specs(agent):
-    import tensorflow as tf
     encoder = agent.wm.encoder
     specs = {}
     for key in encoder.cnn_keys + encoder.mlp_keys:
@@ -40,7 +41,6 @@ def obs_specs(agent):
 
 
 def state_specs(agent):
-    import tensorflow as tf
     latent, action = agent.initial_policy_state(1)
     specs = {k: tf.TensorSpec([None, *v.shape[1:]], tf.float32, name=k) for k, v in latent.items()}
     specs[STATE_ACTION] = tf.TensorSpec([None, *action.shape[1:]], tf.float32, name=STATE_ACTION)
@@ -59,7 +59,6 @@ class PolicyModule:
     loaders (TF Serving, `saved_model_cli run`) can restore them."""
 
     def __init__(self, agent, config, step):
-        import tensorflow as tf
 
         self.agent = agent
         self.discrete = agent.act_space['action'].discrete
@@ -93,7 +92,6 @@ class PolicyModule:
         """In-graph shape checks, so that every caller (TF Serving and `saved_model_cli`
         included, which do not check shapes against the signature) gets an error naming the
         input: each input's shape, and one batch size for all."""
-        import tensorflow as tf
         specs = {**self.obs, **self.state}
         batch = tf.shape(inputs['is_first'])[0]
         checks = []
@@ -113,7 +111,6 @@ class PolicyModule:
             return {k: tf.identity(v) for k, v in inputs.items()}
 
     def _step(self, inputs, mode):
-        import tensorflow as tf
         inputs = self._check(inputs)
         dtype = self.agent.wm.rssm.compute_dtype
         obs = {k: inputs[k] for k in self.obs}
@@ -128,7 +125,6 @@ class PolicyModule:
         return result
 
     def _initial_state(self, batch_size):
-        import tensorflow as tf
         latent, action = self.agent.initial_policy_state(batch_size)
         state = {k: tf.cast(v, tf.float32) for k, v in latent.items()}
         state[STATE_ACTION] = action
@@ -151,7 +147,6 @@ class PolicyModule:
         }
 
     def save(self, directory):
-        import tensorflow as tf
         directory = pathlib.Path(directory)
         tf.saved_model.save(self.module, str(directory), signatures=self.signatures)
         extra = directory / EXTRA_DIR
@@ -208,7 +203,6 @@ def copy_weights(source, target):
 def restore_networks(agent, checkpoint_dir):
     """Restores network variables and the step from the latest checkpoint (optimizer state is
     not needed, so a float32 agent can read a mixed-precision run's checkpoint)."""
-    import tensorflow as tf
     from dreamerv2_tf.checkpoint import agent_trackables
     latest = tf.train.latest_checkpoint(str(checkpoint_dir))
     if latest is None:
@@ -235,7 +229,6 @@ class SavedModelPolicy:
     """An exported policy behind the interface of `evaluate`: initial_state / __call__."""
 
     def __init__(self, path):
-        import tensorflow as tf
         from dreamerv2_tf import config as configlib
         self.path = path
         self.model = tf.saved_model.load(str(path))
@@ -246,11 +239,9 @@ class SavedModelPolicy:
         self.counter = 0
 
     def initial_state(self, batch_size):
-        import tensorflow as tf
         return self.model.signatures['initial_state'](batch_size=tf.constant(batch_size))
 
     def __call__(self, obs, state, mode):
-        import tensorflow as tf
         signature = self.model.signatures['serving_default' if mode == 'eval' else 'sample']
         self.counter += 1
         seed = tf.constant([self.config.seed, self.counter], tf.int64)

@@ -70,11 +70,11 @@ class DenseBlock(LazyBuild, keras.layers.Layer):
         return self.act(x)
 
 
-def _norm_layer(norm, dtype):
+def _norm_layer(norm, dtype, name='norm'):
     if norm == 'none':
         return None
     if norm == 'layer':
-        return keras.layers.LayerNormalization(epsilon=1e-3, name='norm', dtype=dtype)
+        return keras.layers.LayerNormalization(epsilon=1e-3, name=name, dtype=dtype)
     raise ValueError(f"unknown norm '{norm}'; use none or layer")
 
 
@@ -346,7 +346,7 @@ class Encoder(LazyBuild, keras.Model):
         self.act = get_act(act)
         self.convs = [keras.layers.Conv2D(2 ** i * cnn_depth, kernel, 2, name=f'conv{i}',
                                           dtype=dtype) for i, kernel in enumerate(cnn_kernels)]
-        self.conv_norms = [_norm_layer(norm, dtype) for _ in cnn_kernels]
+        self.conv_norms = [_norm_layer(norm, dtype, f'norm{i}') for i in range(len(cnn_kernels))]
         self.mlp = [DenseBlock(units, act, norm, name=f'dense{i}', dtype=dtype)
                     for i, units in enumerate(mlp_layers)]
 
@@ -392,7 +392,8 @@ class Decoder(LazyBuild, keras.Model):
                     channels if i == last else 2 ** (len(cnn_kernels) - i - 2) * cnn_depth,
                     kernel, 2, name=f'deconv{i}', dtype=dtype)
                 for i, kernel in enumerate(cnn_kernels)]
-            self.deconv_norms = [_norm_layer(norm, dtype) for _ in cnn_kernels[:-1]]
+            self.deconv_norms = [_norm_layer(norm, dtype, f'norm{i}')
+                                 for i in range(len(cnn_kernels) - 1)]
         self.mlp = [DenseBlock(units, act, norm, name=f'dense{i}', dtype=dtype)
                     for i, units in enumerate(mlp_layers)] if self.mlp_keys else []
         self.mlp_heads = {k: DistLayer(self.shapes[k], 'mse', name=f'head_{k}', dtype=dtype)

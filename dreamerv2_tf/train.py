@@ -303,7 +303,7 @@ class Trainer:
             self.logger.write(step, fps=True)
         if config.save_every and time.monotonic() - self.last_save > 60 * config.save_every:
             self.save('periodic')
-        if step and self.should_export(step):
+        if self.should_export(step):
             from dreamerv2_tf import export
             export.export_from_training(self.agent, config, self.logdir, step)
         self.progress.update(step, config.steps, ret=self.last_return,
@@ -348,6 +348,7 @@ class Trainer:
                     self.update()
                     self.guard.check()
             self.train_driver.on_step(self._train_step)
+            self.should_export(self.step)  # the first export comes `export_every` steps later
             while self.step < self.config.steps:
                 self.evaluate()
                 remaining = int(self.config.steps - self.step)

@@ -146,7 +146,7 @@ def test_resume_after_sigkill_loses_nothing(tmp_path):
 
     code, output, _ = run_module('dreamerv2_tf.train', args)
     assert code == 0, output[-3000:]
-    assert f'Resumed from' in output and f'at step {step} ({updates} updates)' in output, (
+    assert 'Resumed from' in output and f'at step {step} ({updates} updates)' in output, (
         f'killed {delay:.2f} s after the first checkpoint', output[:3000])
     assert 'Prefill: 0 random steps' not in output  # nothing redone
     after = episode_digests(logdir)
@@ -254,7 +254,7 @@ def test_package_api_trains_a_custom_gymnasium_env(tmp_path):
         '--logdir', str(tmp_path / 'custom'), '--steps', '400', '--prefill', '100',
         '--eval_every', '200', '--log_every', '100', '--time_limit', '10', '--train_every', '10',
         '--replay.minlen', '8', '--replay.maxlen', '8', '--dataset.length', '8',
-        '--export_every', '250',
+        '--export_every', '150',
         '--encoder.mlp_keys', '$^', '--decoder.mlp_keys', '$^'])
     summary = dreamerv2_tf.train(Corridor, config)
     assert summary['step'] >= 400
@@ -266,8 +266,9 @@ def test_package_api_trains_a_custom_gymnasium_env(tmp_path):
     assert len(episode['reward']) == 11
     assert episode['is_last'][-1] and not episode['is_terminal'].any()
     assert any('eval_return' in line for line in metrics_lines(logdir))
-    # export_every wrote servable versions named by their step while training.
+    # export_every wrote servable versions named by their step: prefill ends at step 100 (ten
+    # 10-step episodes), then one every 150 steps.
     versions = sorted(int(p.name) for p in (logdir / 'export').iterdir())
-    assert len(versions) == 2 and versions[0] > 100, versions
+    assert versions == [250, 400]
     model = tf.saved_model.load(str(logdir / 'export' / str(versions[-1])))
     assert int(model.signatures['metadata']()['step']) == versions[-1]

@@ -17,10 +17,13 @@ unless `info['TimeLimit.truncated']` says otherwise.
 import numpy as np
 
 from dreamerv2_tf.envs.space import Space
-from dreamerv2_tf.envs.wrappers import base_obs_space, flags
+from dreamerv2_tf.envs.wrappers import Wrapper, base_obs_space, flags
 
 
-class GymWrapper:
+class GymWrapper(Wrapper):
+    """A gymnasium env in this package's protocol: observations and actions as dicts of spaces,
+    `reward` and the `is_first` / `is_last` / `is_terminal` flags in the observation (time-limit
+    truncation is not terminal)."""
 
     def __init__(self, env, obs_key=None, act_key='action', seed=None):
         self.env = env
@@ -36,11 +39,6 @@ class GymWrapper:
         self._act_spaces = {key: _action_space(key, space) for key, space in act_spaces.items()}
         if seed is not None and hasattr(env.action_space, 'seed'):
             env.action_space.seed(int(seed))
-
-    def __getattr__(self, name):
-        if name.startswith('__') or name == 'env':
-            raise AttributeError(name)
-        return getattr(self.env, name)
 
     @property
     def obs_space(self):

@@ -11,7 +11,7 @@ from conftest import make_batch, make_config, make_spaces
 def snapshot(agent, counters):
     values = {v.path: v.numpy().copy() for net in agent.networks for v in net.variables}
     for opt in agent.optimizers:
-        values.update({f'{opt.name}/{i}': np.array(v) for i, v in enumerate(opt.variables)})
+        values.update({f'{opt.name}/{i}': v.numpy() for i, v in enumerate(opt.variables)})
     values.update({v.name: v.numpy() for v in agent.state_variables})
     values['rng'] = agent.rng.state.numpy().copy()
     values.update({k: v.numpy() for k, v in counters.items()})

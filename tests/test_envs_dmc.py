@@ -3,6 +3,7 @@ an env worker process, never here (in one process with TF it segfaults; stack-no
 
 import functools
 import json
+import os
 import subprocess
 import sys
 import types
@@ -106,7 +107,7 @@ def test_catalogue_read_from_source_equals_dm_control_suite():
     code = ('import json; from dm_control import suite; '
             'print(json.dumps(sorted(f"{d}_{t}" for d, t in suite.ALL_TASKS)))')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                            env={**__import__('os').environ, 'MUJOCO_GL': 'disable'}, timeout=120)
+                            env={**os.environ, 'MUJOCO_GL': 'disable'}, timeout=120)
     assert result.returncode == 0, result.stderr
     expected = json.loads(result.stdout.strip().splitlines()[-1])
     ours = sorted(f'{domain}_{task}' for domain, tasks in dmc.catalog()['suite'].items()

@@ -18,9 +18,9 @@ __version__ = '0.1.0'
 
 def __getattr__(name):
     # Heavy entry points load on first use so that `import dreamerv2_tf` stays cheap.
-    if name == 'train':
-        from dreamerv2_tf.train import train
-        return train
+    if name == 'train':  # the submodule, callable as train(env, config)
+        import importlib
+        return importlib.import_module('dreamerv2_tf.train')
     if name in ('Config', 'ConfigError'):
         from dreamerv2_tf import config
         return getattr(config, name)

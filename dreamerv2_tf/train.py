@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 import time
+import types
 
 import numpy as np
 
@@ -40,6 +41,18 @@ class Every:
             self.last += self.every * ((step - self.last) // self.every)
             return True
         return False
+
+
+def episode_scalars(episode, mode, config):
+    """`sum_/mean_/max_<mode>_<key>` of the episode keys matching `log_keys_sum/mean/max`
+    (max: over time, then the mean of the remaining dimensions)."""
+    reductions = {'sum': np.sum, 'mean': np.mean, 'max': lambda v: v.max(0).mean()}
+    scalars = {}
+    for key, value in episode.items():
+        for kind, reduce in reductions.items():
+            if re.search(config[f'log_keys_{kind}'], key):  # converted only when matched
+                scalars[f'{kind}_{mode}_{key}'] = float(reduce(value.astype(np.float64)))
+    return scalars
 
 
 class StopRequested(Exception):
@@ -268,14 +281,7 @@ class Trainer:
             self.last_return = score
         logger.scalar(f'{mode}_return', score)
         logger.scalar(f'{mode}_length', length)
-        for key, value in episode.items():
-            value = value.astype(np.float64)
-            if re.search(config.log_keys_sum, key):
-                logger.scalar(f'sum_{mode}_{key}', float(value.sum()))
-            if re.search(config.log_keys_mean, key):
-                logger.scalar(f'mean_{mode}_{key}', float(value.mean()))
-            if re.search(config.log_keys_max, key):
-                logger.scalar(f'max_{mode}_{key}', float(value.max(0).mean()))
+        logger.add(episode_scalars(episode, mode, config))
         if mode == 'train':
             video = self.should_video(self.step)
         else:
@@ -434,6 +440,17 @@ def main(argv=None):
         return 130
     return 0
 
+
+class _CallableModule(types.ModuleType):
+    """Importing this submodule makes it the package attribute `dreamerv2_tf.train`, shadowing
+    the function of that name; a callable module keeps `dreamerv2_tf.train(env, config)` working
+    either way."""
+
+    def __call__(self, *args, **kwargs):
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == '__main__':
     sys.exit(main())

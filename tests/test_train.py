@@ -225,6 +225,17 @@ def test_help_documents_every_key():
     assert '--train_every 16 (int)  agent steps between updates' in output
 
 
+def test_episode_scalars_by_hand():
+    from dreamerv2_tf.train import episode_scalars
+    config = make_config('crafter')  # sums log_reward, maxes log_achievement_*
+    episode = {'log_reward': np.array([0.0, 1.0, -0.5], np.float32),
+               'log_achievement_eat': np.array([[0], [2], [1]], np.int32),
+               'image': np.zeros((3, 64, 64, 3), np.uint8), 'reward': np.ones(3, np.float32)}
+    assert episode_scalars(episode, 'eval', config) == {
+        'sum_eval_log_reward': 0.5, 'max_eval_log_achievement_eat': 2.0}
+    assert episode_scalars(episode, 'train', make_config()) == {}  # defaults log nothing
+
+
 class Corridor(gymnasium.Env):
     """A tiny gymnasium env: walk right (action 1) to the end of a corridor, shown as an image.
     The goal is 12 steps away, so with a 10-step time limit every episode is cut, not ended."""
@@ -250,6 +261,7 @@ class Corridor(gymnasium.Env):
 
 def test_package_api_trains_a_custom_gymnasium_env(tmp_path):
     import dreamerv2_tf
+    import dreamerv2_tf.train  # noqa: F401  (importing the submodule must not hide the function)
     config = make_config(flags=[
         '--logdir', str(tmp_path / 'custom'), '--steps', '400', '--prefill', '100',
         '--eval_every', '200', '--log_every', '100', '--time_limit', '10', '--train_every', '10',

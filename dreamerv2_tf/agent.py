@@ -35,6 +35,9 @@ class Agent:
         self.act_space = dict(act_space)
         self.dtype = dtype_policy(config.precision)
         self.act_dim = act_space['action'].shape[0]
+        # What the networks may read: `log_` keys are logged, never fed to the model, and keys
+        # outside the train env's space (an eval env's video frames) are not inputs either.
+        self.input_keys = tuple(k for k in self.obs_space if not k.startswith('log_'))
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
         self.rng = tf.random.Generator.from_seed(config.seed)
         self.wm = WorldModel(config, self.obs_space, self.act_space, self.dtype)
@@ -102,6 +105,10 @@ class Agent:
     def initial_train_state(self, batch_size):
         return self.wm.rssm.initial(batch_size)
 
+    def inputs(self, data, *extra):
+        """The model's inputs among `data`'s keys (observations, plus `extra` such as the action)."""
+        return {k: data[k] for k in self.input_keys + extra if k in data}
+
     # Policy --------------------------------------------------------------------------------------
 
     def policy(self, obs, state, mode='train'):
@@ -109,8 +116,7 @@ class Agent:
         returns ({'action': [B, A] float32}, new state)."""
         if mode not in MODES:
             raise ValueError(f"policy mode must be one of {', '.join(MODES)}, got '{mode}'")
-        obs = {k: v for k, v in obs.items() if not k.startswith('log_')}
-        return self._policy_fn(obs, state, mode)
+        return self._policy_fn(self.inputs(obs), state, mode)
 
     def _policy(self, obs, state, mode):
         seed = tf.transpose(self.rng.make_seeds(1))[0]
@@ -151,8 +157,7 @@ class Agent:
 
     def train(self, data, state):
         """One update of every network on a batch of [B, T] sequences; returns (state, metrics)."""
-        data = {k: v for k, v in data.items() if not k.startswith('log_')}
-        return self._train_fn(data, state)
+        return self._train_fn(self.inputs(data, 'action'), state)
 
     def _train(self, data, state):
         wm_seed, task_seed, expl_seed = split_seed(tf.transpose(self.rng.make_seeds(1))[0], 3)
@@ -171,8 +176,7 @@ class Agent:
 
     def report(self, data):
         """Open-loop video predictions {'openl_<key>': [T, 3H, 6W, C] float in [0, 1]}."""
-        data = {k: v for k, v in data.items() if not k.startswith('log_')}
-        return self._report_fn(data)
+        return self._report_fn(self.inputs(data, 'action'))
 
     def _report(self, data):
         return self.wm.report(data, tf.transpose(self.rng.make_seeds(1))[0])

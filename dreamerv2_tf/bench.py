@@ -1,17 +1,25 @@
-"""Benchmarks that are too slow for tests. Prints medians; nothing is written to disk.
+"""Benchmarks that are too slow for tests.
 
     python -m dreamerv2_tf.bench train [--configs defaults atari] [--precision 32] [--steps 5]
     python -m dreamerv2_tf.bench policy [--configs defaults atari] [--batch 1 64] [--calls 200]
                                         [--saved-model export/models/pong/3000]
+    python -m dreamerv2_tf.bench learn --task dmc_cartpole_balance \
+        --configs defaults dmc_proprio small --seeds 3 --steps 5e4 [--parallel 1] \
+        [--root runs/learning/NAME] [--out benchmarks/learning/NAME]
 
 `train` times full agent updates (world model, actor and critic) on a random batch of the
 configured size (16 x 50 for the paper's configs) after warm-up steps; `policy` times eval policy
 steps of the in-process agent and, with `--saved-model`, of an exported SavedModel's
-`serving_default` signature (the config should match the exported one).
-Config flags (`--jit xla`, `--dataset.batch 8`, ...) pass through.
+`serving_default` signature (the config should match the exported one); both print medians
+and write nothing. `learn` trains `--seeds` seeded runs of `--task` for `--steps` agent steps
+(each a resumable logdir `<root>/seed<i>`, run by `python -m dreamerv2_tf.train`), measures a
+random policy, and writes a table of eval returns over frames (mean, min, max over seeds, beside
+the paper's curve where `scores/` has one) and `curves.png` to `<out>`; rerun it to resume.
+Config flags (`--jit xla`, `--dataset.batch 8`, ...) pass through to the agent or the runs.
 """
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -24,7 +32,7 @@ def parse(argv):
     parser = argparse.ArgumentParser(
         prog='python -m dreamerv2_tf.bench', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument('what', choices=('train', 'policy'), help='what to time')
+    parser.add_argument('what', choices=('train', 'policy', 'learn'), help='what to measure')
     parser.add_argument('--configs', nargs='+', default=['defaults', 'atari'],
                         help='config blocks (default: defaults atari)')
     parser.add_argument('--steps', type=int, default=5, help='timed train steps (train)')
@@ -33,7 +41,23 @@ def parse(argv):
                         help='policy batch sizes (policy)')
     parser.add_argument('--calls', type=int, default=200, help='timed policy calls (policy)')
     parser.add_argument('--saved-model', help='also time this exported SavedModel (policy)')
-    return parser.parse_known_args(argv)
+    parser.add_argument('--task', help='task to learn (learn; default: the configs\' task)')
+    parser.add_argument('--seeds', type=int, default=3, help='seeded runs 0..N-1 (learn)')
+    parser.add_argument('--parallel', type=int, default=1, help='seeds run at once (learn)')
+    parser.add_argument('--root', help='folder of the seeds\' logdirs (learn; default '
+                        'runs/learning/<name>)')
+    parser.add_argument('--out', help='report folder (learn; default benchmarks/learning/<name>)')
+    parser.add_argument('--name', help='benchmark name (learn; default <task>_<last config>)')
+    parser.add_argument('--bin', type=float, help='frames per table row and bin (learn; '
+                        'default 1e4 for DMC, 1e6 for Atari, else steps x repeat / 10)')
+    parser.add_argument('--random-episodes', type=int, default=10,
+                        help='episodes of the random-policy baseline (learn)')
+    parser.add_argument('--report-only', action='store_true',
+                        help='only rewrite the report from what the seeds logged so far (learn)')
+    args, rest = parser.parse_known_args(argv)
+    if args.what == 'learn' and '--steps' not in argv:
+        parser.error('learn needs --steps (agent steps per seed)')
+    return args, rest
 
 
 def spaces_of(config):
@@ -130,15 +154,78 @@ def bench_policy(agent, config, args):
               f'{args.calls} calls', flush=True)
 
 
+def bench_learn(config, args, flags, argv):
+    import pathlib
+    import shlex
+    from dreamerv2_tf import envs
+    from dreamerv2_tf.benchmarks import learn
+    try:
+        envs.parse_task(config.task)
+    except ValueError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    if args.seeds < 1 or args.steps < 1 or args.parallel < 1:
+        print('error: --seeds, --steps and --parallel must be at least 1', file=sys.stderr)
+        return 2
+    name = args.name or f'{config.task}_{args.configs[-1]}'
+    root = pathlib.Path(args.root or f'runs/learning/{name}')
+    out = pathlib.Path(args.out or f'benchmarks/learning/{name}')
+    spec = {'task': config.task, 'configs': list(args.configs), 'flags': list(flags),
+            'steps': args.steps, 'seeds': args.seeds, 'commit': learn.git_commit(),
+            'machine': learn.machine()}
+    try:
+        spec = learn.check_spec(root, spec)
+    except ValueError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    command = shlex.join(['python', '-m', 'dreamerv2_tf.bench', *argv])
+    suite = config.task.split('_')[0]
+    bin_size = args.bin or {'dmc': 1e4, 'atari': 1e6}.get(
+        suite, max(1.0, args.steps * config.action_repeat / 10))
+    random_path = root / 'random.json'
+    if random_path.exists():
+        random_returns = json.loads(random_path.read_text())
+    elif args.report_only:
+        random_returns = []
+    else:
+        print(f'Random policy: {args.random_episodes} episodes of {config.task}.', flush=True)
+        random_returns = learn.random_baseline(config, args.random_episodes)
+        random_path.write_text(json.dumps(random_returns))
+    if not args.report_only:
+        print(f'Learning benchmark {name}: {spec["seeds"]} seeds x {args.steps} agent steps '
+              f'({args.steps * config.action_repeat:,} frames) in {root}, {args.parallel} at a '
+              f'time.', flush=True)
+        failed = learn.run_seeds(spec, root, args.parallel, lambda line: print(line, flush=True))
+        if failed:
+            print(f'error: seeds {failed} failed; see {root}/seed<i>/train.log. Rerun the same '
+                  f'command to resume.', file=sys.stderr)
+    learn.report(spec, root, out, config, command, bin_size, random_returns)
+    print((out / 'table.md').read_text())
+    print(f'Wrote {out}/README.md, table.md, results.json and curves.png.')
+    return 1 if not args.report_only and failed else 0
+
+
 def main(argv=None):
     from dreamerv2_tf import config as configlib
 
-    args, rest = parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ['learn'] and '--steps' in argv:  # agent steps may be written 5e4
+        index = argv.index('--steps') + 1
+        if index < len(argv):
+            try:
+                argv = argv[:index] + [str(int(float(argv[index])))] + argv[index + 1:]
+            except ValueError:
+                pass
+    args, rest = parse(argv)
     try:
         config = configlib.parse_flags(configlib.compose(args.configs), rest)
+        if args.task:
+            config = config.update(task=args.task)
     except configlib.ConfigError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    if args.what == 'learn':
+        return bench_learn(config, args, rest, argv)
     import tensorflow as tf
     from dreamerv2_tf.agent import Agent
 

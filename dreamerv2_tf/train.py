@@ -361,6 +361,8 @@ class Trainer:
                 self.train_driver(self.train_policy, steps=min(int(self.config.eval_every),
                                                                remaining))
                 self.save('end of training phase')
+            if self.last_eval_step != self.step:
+                self.evaluate()  # the final policy is scored too (the original stopped before)
         except StopRequested as stop:
             self.save(f'on {stop}')
             self.logger.write(self.step)
@@ -387,6 +389,7 @@ class Trainer:
             self.train_replay.clear_ongoing()
 
     train_dataset = report_dataset = eval_dataset = None
+    last_eval_step = None
 
     def dataset(self, replay):
         # Deterministic runs sample each batch on request: prefetching samples at moments that
@@ -405,6 +408,7 @@ class Trainer:
         eval dataset starts once an eval episode long enough to sample is stored (the original
         ran a random eval episode for it, and crashed without one, spec 17.18)."""
         self.logger.write(self.step)
+        self.last_eval_step = self.step
         if self.eval_driver is None:
             return
         self.eval_driver.reset()  # fresh episodes with the current weights

@@ -103,11 +103,14 @@ class DMC:
 
     `name` is the task part of `dmc_<domain>_<task>`. Scalar observations (walker's `height`)
     become vectors of size 1 so that the MLP encoder uses them (the original dropped them, spec 17
-    item 19). `env` injects a ready dm_env environment (with a `physics`) instead of loading one."""
+    item 19). `env` injects a ready dm_env environment (with a `physics`) instead of loading one.
+    With `render=False` there is no `image` observation: rendering costs most of a step, and
+    proprioceptive agents read no image."""
 
     def __init__(self, name, action_repeat=2, size=(64, 64), camera=-1, seed=None,
-                 fast_render=False, env=None):
+                 fast_render=False, env=None, render=True):
         self._name = name
+        self._render = bool(render)
         self._repeat = int(action_repeat)
         if self._repeat < 1:
             raise ValueError(f'action_repeat must be at least 1, got {action_repeat}')
@@ -147,8 +150,9 @@ class DMC:
 
     @property
     def obs_space(self):
+        image = {'image': Space(np.uint8, self._size + (3,), 0, 255)} if self._render else {}
         return {
-            'image': Space(np.uint8, self._size + (3,), 0, 255),
+            **image,
             **{key: space for key, space in self._obs_keys.items()},
             **base_obs_space(),
         }
@@ -182,7 +186,8 @@ class DMC:
             close()
 
     def _obs(self, time_step, obs):
-        obs['image'] = self._env.physics.render(*self._size, camera_id=self._camera)
+        if self._render:
+            obs['image'] = self._env.physics.render(*self._size, camera_id=self._camera)
         for key, space in self._obs_keys.items():
             obs[key] = np.asarray(time_step.observation[key]).astype(space.dtype).reshape(
                 space.shape)

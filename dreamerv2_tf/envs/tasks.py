@@ -10,6 +10,7 @@ import difflib
 import functools
 import importlib
 import pathlib
+import re
 
 from dreamerv2_tf.envs import wrappers
 from dreamerv2_tf.envs.batch import BatchEnv
@@ -143,6 +144,14 @@ def env_seed(config, mode, index):
     return int(config.seed) + (10000 if mode == 'eval' else 0) + int(index)
 
 
+def needs_image(config, mode):
+    """Whether a DMC env must render: a network reads `image` (the patterns match like the
+    encoder's key selection), or, for evaluation, the policy video shows it."""
+    read = any(re.match(pattern, 'image')
+               for pattern in (config.encoder.cnn_keys, config.decoder.cnn_keys))
+    return read or (mode == 'eval' and 'image' in config.log_keys_video)
+
+
 def make_env(config, mode='train', index=0):
     """The env `config.task` names, fully wrapped (one-hot or normalised actions, time limit).
 
@@ -164,7 +173,7 @@ def make_env(config, mode='train', index=0):
     elif task.suite == 'dmc':
         from dreamerv2_tf.envs.dmc import DMC
         env = DMC(task.name, config.action_repeat, size, config.dmc_camera, seed=seed,
-                  fast_render=config.dmc_fast_render)
+                  fast_render=config.dmc_fast_render, render=needs_image(config, mode))
         env = wrappers.NormalizeAction(env)
     elif task.suite == 'crafter':
         from dreamerv2_tf.envs.crafter_env import Crafter

@@ -38,37 +38,11 @@ def parse(argv):
     return args
 
 
-class CheckpointPolicy:
-    """The agent of a training logdir, restored from its latest checkpoint."""
-
-    def __init__(self, logdir, config, obs_space, act_space):
-        from dreamerv2_tf.agent import Agent
-        from dreamerv2_tf.export import restore_networks
-
-        self.agent = Agent(config, obs_space, act_space)
-        self.path = restore_networks(self.agent, logdir / 'checkpoints')
-        self.step = int(self.agent.step.numpy())
-
-    def initial_state(self, batch_size):
-        return self.agent.initial_policy_state(batch_size)
-
-    def __call__(self, obs, state, mode):
-        outputs, state = self.agent.policy(obs, state, mode)
-        return outputs['action'].numpy(), state
-
-
-def load_config(logdir):
-    from dreamerv2_tf import config as configlib
-    path = logdir / 'config.yaml'
-    if not path.exists():
-        raise ValueError(f'{logdir} has no config.yaml; is it a training logdir?')
-    return configlib.Config.load(path)
-
-
 def make_policy(path, args):
     """(policy, config) for a logdir or a SavedModel directory."""
     from dreamerv2_tf import envs
-    from dreamerv2_tf.export import find_saved_model, SavedModelPolicy
+    from dreamerv2_tf.serving.load import (CheckpointPolicy, SavedModelPolicy, find_saved_model,
+                                           load_config)
 
     saved_model = find_saved_model(path)
     if saved_model is not None:
@@ -109,7 +83,7 @@ def run_episode(env, policy, mode):
 
 
 def write_video(path, frames, fps=30):
-    from dreamerv2_tf.logger import encode_gif
+    from dreamerv2_tf.run.logger import encode_gif
     frames = np.stack(frames)
     if path.suffix.lower() == '.gif':
         path.write_bytes(encode_gif(frames, fps))

@@ -133,7 +133,7 @@ def setup_tensorflow(config):
 
 
 def make_outputs(logdir, pattern='.*'):
-    from dreamerv2_tf import logger
+    from dreamerv2_tf.run import logger
     return [logger.TerminalOutput(pattern), logger.JSONLOutput(logdir),
             logger.TensorBoardOutput(logdir)]
 
@@ -201,11 +201,11 @@ class Trainer:
 
     def __init__(self, config, logdir, train_envs, eval_envs, outputs, guard):
         import tensorflow as tf
-        from dreamerv2_tf import logger as loglib
+        from dreamerv2_tf.run import logger as loglib
         from dreamerv2_tf.agent import Agent
-        from dreamerv2_tf.checkpoint import Checkpoint
-        from dreamerv2_tf.driver import Driver
-        from dreamerv2_tf.replay import Replay
+        from dreamerv2_tf.run.checkpoint import Checkpoint
+        from dreamerv2_tf.run.driver import Driver
+        from dreamerv2_tf.run.replay import Replay
 
         self.config, self.logdir, self.guard = config, logdir, guard
         capacity = int(config.replay.capacity)
@@ -271,7 +271,7 @@ class Trainer:
         self.per_episode(episode, 'eval')
 
     def per_episode(self, episode, mode):
-        from dreamerv2_tf import logger as loglib
+        from dreamerv2_tf.run import logger as loglib
         config, logger = self.config, self.logger
         length = len(episode['reward']) - 1
         score = float(episode['reward'].astype(np.float64).sum())
@@ -310,8 +310,8 @@ class Trainer:
         if config.save_every and time.monotonic() - self.last_save > 60 * config.save_every:
             self.save('periodic')
         if self.should_export(step):
-            from dreamerv2_tf import export
-            export.export_from_training(self.agent, config, self.logdir, step)
+            from dreamerv2_tf.serving.policy_module import export_from_training
+            export_from_training(self.agent, config, self.logdir, step)
         self.progress.update(step, config.steps, ret=self.last_return,
                              updates=int(self.updates.numpy()))
 
@@ -379,7 +379,7 @@ class Trainer:
     def prefill(self):
         """Random-policy steps up to `prefill` (at least one episode). The partial episode it
         leaves behind is dropped, not glued onto the next one (spec 17.8)."""
-        from dreamerv2_tf.driver import RandomPolicy
+        from dreamerv2_tf.run.driver import RandomPolicy
         policy = RandomPolicy(self.train_driver.env.act_space, seed=self.config.seed)
         steps = max(0, self.config.prefill - self.step)
         if steps or not self.train_replay.stats['loaded_episodes']:

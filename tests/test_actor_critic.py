@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dreamerv2_tf.actor_critic import ActorCritic, lambda_return
+from dreamerv2_tf.agent.actor_critic import ActorCritic, lambda_return
 
 from conftest import make_config, make_spaces
 

@@ -3,7 +3,7 @@ import pytest
 import tensorflow as tf
 
 from dreamerv2_tf.agent import Agent
-from dreamerv2_tf.checkpoint import Checkpoint
+from dreamerv2_tf.run.checkpoint import Checkpoint
 
 from conftest import make_batch, make_config, make_spaces
 

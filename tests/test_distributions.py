@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dreamerv2_tf import distributions as dists
+from dreamerv2_tf.agent import distributions as dists
 
 SEED = tf.constant([1, 2], tf.int64)
 

@@ -30,8 +30,8 @@ def exported(atari_run, tmp_path_factory):
 def restored_agent(logdir):
     from dreamerv2_tf.agent import Agent
     from dreamerv2_tf.envs import make_env
-    from dreamerv2_tf.evaluate import load_config
-    from dreamerv2_tf.export import restore_networks
+    from dreamerv2_tf.serving.load import load_config
+    from dreamerv2_tf.serving.load import restore_networks
     config = load_config(logdir).update(precision=32)
     env = make_env(config, 'eval')
     agent = Agent(config, env.obs_space, env.act_space)

@@ -1,4 +1,4 @@
-"""Tests for dreamerv2_tf.logger: kinds, steps, fps, terminal, JSONL, TensorBoard, progress."""
+"""Tests for dreamerv2_tf.run.logger: kinds, steps, fps, terminal, JSONL, TensorBoard, progress."""
 
 import io
 import json
@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from dreamerv2_tf import logger as logmod
-from dreamerv2_tf.logger import (JSONLOutput, Logger, ProgressLine, TerminalOutput, encode_gif,
+from dreamerv2_tf.run import logger as logmod
+from dreamerv2_tf.run.logger import (JSONLOutput, Logger, ProgressLine, TerminalOutput, encode_gif,
                                  format_duration, format_number)
 
 
@@ -62,7 +62,7 @@ def _no_open_progress_line():
 
 
 def test_import_does_not_load_tensorflow_or_pil():
-    code = ('import sys, dreamerv2_tf.logger; '
+    code = ('import sys, dreamerv2_tf.run.logger; '
             'print("tensorflow" in sys.modules, "PIL" in sys.modules)')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ['False', 'False']
@@ -245,7 +245,7 @@ def test_jsonl_reads_with_pandas(tmp_path):
 def test_jsonl_repairs_partial_last_line(tmp_path, caplog):
     path = tmp_path / 'metrics.jsonl'
     path.write_bytes(b'{"step": 1, "a": 1.0}\n{"step": 2, "a": 2.0}\n{"step": 3, "a"')
-    with caplog.at_level(logging.WARNING, logger='dreamerv2_tf.logger'):
+    with caplog.at_level(logging.WARNING, logger='dreamerv2_tf.run.logger'):
         out = JSONLOutput(tmp_path)
     assert len(caplog.records) == 1 and 'partial last line' in caplog.records[0].getMessage()
     out.write(4, [('a', 4.0)])
@@ -266,7 +266,7 @@ def test_jsonl_repair_edge_cases(tmp_path, caplog):
         path = tmp_path / name / 'metrics.jsonl'
         path.write_bytes(before)
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger='dreamerv2_tf.logger'):
+        with caplog.at_level(logging.WARNING, logger='dreamerv2_tf.run.logger'):
             JSONLOutput(tmp_path / name)
         assert path.read_bytes() == after, name
         assert len(caplog.records) == warnings, name
@@ -394,7 +394,7 @@ def test_tensorboard_falls_back_to_frames_when_gif_fails(tmp_path, monkeypatch, 
     monkeypatch.setattr(logmod, 'encode_gif', broken)
     board = logmod.TensorBoardOutput(tmp_path, max_fallback_frames=4)
     frames = np.random.default_rng(0).integers(0, 256, (10, 6, 5, 3), dtype=np.uint8)
-    with caplog.at_level(logging.WARNING, logger='dreamerv2_tf.logger'):
+    with caplog.at_level(logging.WARNING, logger='dreamerv2_tf.run.logger'):
         board.write(7, [('vid', frames)])
     board.close()
     assert 'no encoder' in caplog.text

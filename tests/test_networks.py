@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dreamerv2_tf import networks
+from dreamerv2_tf.agent import networks
 from dreamerv2_tf.agent import Agent
 
 from conftest import make_config, make_spaces

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dreamerv2_tf.optimizer import Optimizer
+from dreamerv2_tf.agent.optimizer import Optimizer
 
 
 def linear_loss(var, coeffs):

@@ -1,4 +1,4 @@
-"""Tests for dreamerv2_tf.replay: files, start-up, capacity, sampling, chunking, tf.data, crashes."""
+"""Tests for dreamerv2_tf.run.replay: files, start-up, capacity, sampling, chunking, tf.data, crashes."""
 
 import logging
 import os
@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from dreamerv2_tf.replay import Replay, load_episode, parse_filename, save_episode
+from dreamerv2_tf.run.replay import Replay, load_episode, parse_filename, save_episode
 
 NAME = re.compile(r'^\d{8}T\d{6}\.\d{6}-[0-9a-f]{32}-(\d+)\.npz$')
 
@@ -55,7 +55,7 @@ def episode_files(directory):
 
 def warnings_of(caplog):
     return [r.getMessage() for r in caplog.records
-            if r.name == 'dreamerv2_tf.replay' and r.levelno >= logging.WARNING]
+            if r.name == 'dreamerv2_tf.run.replay' and r.levelno >= logging.WARNING]
 
 
 # ------------------------------------------------------------------------------ files
@@ -407,7 +407,7 @@ def test_dataset_on_empty_replay_raises_clearly():
 WRITER = textwrap.dedent('''
     import sys
     import numpy as np
-    from dreamerv2_tf.replay import Replay
+    from dreamerv2_tf.run.replay import Replay
     replay = Replay(sys.argv[1], minlen=1)
     first = int(sys.argv[2])
     rng = np.random.default_rng(first)
@@ -449,7 +449,7 @@ def test_sigkill_at_random_moments_leaves_only_whole_episodes(tmp_path, caplog):
 
 
 def test_module_import_does_not_load_tensorflow():
-    code = 'import sys, dreamerv2_tf.replay; print("tensorflow" in sys.modules)'
+    code = 'import sys, dreamerv2_tf.run.replay; print("tensorflow" in sys.modules)'
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == 'False'
 
@@ -457,7 +457,7 @@ def test_module_import_does_not_load_tensorflow():
 DIES_BEFORE_RENAME = textwrap.dedent('''
     import os, signal, sys
     import numpy as np
-    from dreamerv2_tf.replay import Replay
+    from dreamerv2_tf.run.replay import Replay
     replay = Replay(sys.argv[1], minlen=1)
     episode = {'x': np.arange(11.0), 'is_last': np.arange(11) == 10}
     replay.add_episode(episode)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dreamerv2_tf.replay import load_episode
+from dreamerv2_tf.run.replay import load_episode
 
 from conftest import ATARI_TINY, command_env, make_config, run_module
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dreamerv2_tf import networks
-from dreamerv2_tf.world_model import WorldModel
+from dreamerv2_tf.agent import networks
+from dreamerv2_tf.agent.world_model import WorldModel
 
 from conftest import make_batch, make_config, make_spaces
 

@@ -133,7 +133,7 @@ def run_seeds(spec, root, parallel, echo):
 def random_baseline(config, episodes, seed=0):
     """Returns of a uniform random policy on the eval env of `config.task`."""
     from dreamerv2_tf import envs
-    from dreamerv2_tf.driver import Driver, RandomPolicy
+    from dreamerv2_tf.run.driver import Driver, RandomPolicy
     batch = envs.make_batch_env(config.update(seed=seed), 'eval', 1)
     returns = []
     try:

@@ -3,8 +3,8 @@ balancing, imagination for the actor-critic, and the open-loop video report."""
 
 import tensorflow as tf
 
-from dreamerv2_tf import networks
-from dreamerv2_tf.optimizer import Optimizer
+from dreamerv2_tf.agent import networks
+from dreamerv2_tf.agent.optimizer import Optimizer
 
 sg = tf.stop_gradient
 

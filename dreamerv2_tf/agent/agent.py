@@ -15,10 +15,10 @@ checkpointed with the weights.
 import numpy as np
 import tensorflow as tf
 
-from dreamerv2_tf import distributions as dists
-from dreamerv2_tf import exploration
-from dreamerv2_tf.actor_critic import ActorCritic
-from dreamerv2_tf.world_model import WorldModel, split_seed
+from dreamerv2_tf.agent import distributions as dists
+from dreamerv2_tf.agent import exploration
+from dreamerv2_tf.agent.actor_critic import ActorCritic
+from dreamerv2_tf.agent.world_model import WorldModel, split_seed
 
 MODES = ('train', 'eval', 'explore')
 

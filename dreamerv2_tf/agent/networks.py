@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dreamerv2_tf import distributions as dists
+from dreamerv2_tf.agent import distributions as dists
 
 sg = tf.stop_gradient
 

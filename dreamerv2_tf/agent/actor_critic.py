@@ -4,8 +4,9 @@ schedule, and reward normalisation."""
 
 import tensorflow as tf
 
-from dreamerv2_tf import networks, schedules
-from dreamerv2_tf.optimizer import Optimizer
+from dreamerv2_tf import schedules
+from dreamerv2_tf.agent import networks
+from dreamerv2_tf.agent.optimizer import Optimizer
 
 sg = tf.stop_gradient
 

@@ -8,10 +8,10 @@ step t (the one stored at t + 1), not the one that led into t.
 
 import tensorflow as tf
 
-from dreamerv2_tf import distributions as dists
-from dreamerv2_tf import networks
-from dreamerv2_tf.actor_critic import ActorCritic, StreamNorm
-from dreamerv2_tf.optimizer import Optimizer
+from dreamerv2_tf.agent import distributions as dists
+from dreamerv2_tf.agent import networks
+from dreamerv2_tf.agent.actor_critic import ActorCritic, StreamNorm
+from dreamerv2_tf.agent.optimizer import Optimizer
 
 sg = tf.stop_gradient
 

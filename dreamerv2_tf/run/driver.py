@@ -8,7 +8,7 @@ own latent state. The policy state is kept across calls until `reset()`.
 
 import numpy as np
 
-from dreamerv2_tf.replay import convert
+from dreamerv2_tf.run.replay import convert
 
 
 class Driver:

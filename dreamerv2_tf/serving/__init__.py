@@ -1,0 +1,1 @@
+"""Serving: the exported policy module and loading a policy from a checkpoint or a SavedModel."""

@@ -1,0 +1,182 @@
+"""The exported policy (encoder, RSSM posterior step, actor) as a `tf.Module` whose signatures
+TF Serving runs, and its atomic, versioned save. See `python -m dreamerv2_tf.export --help` for
+the signatures."""
+
+import json
+import pathlib
+import shutil
+
+import tensorflow as tf
+
+STATE_ACTION = 'prev_action'
+EXTRA_DIR = 'assets.extra'  # TF Serving's place for files beside a SavedModel
+
+
+def obs_specs(agent):
+    encoder = agent.wm.encoder
+    specs = {}
+    for key in encoder.cnn_keys + encoder.mlp_keys:
+        space = agent.obs_space[key]
+        specs[key] = tf.TensorSpec([None, *space.shape], tf.as_dtype(space.dtype), name=key)
+    specs['is_first'] = tf.TensorSpec([None], tf.bool, name='is_first')
+    return specs
+
+
+def state_specs(agent):
+    latent, action = agent.initial_policy_state(1)
+    specs = {k: tf.TensorSpec([None, *v.shape[1:]], tf.float32, name=k) for k, v in latent.items()}
+    specs[STATE_ACTION] = tf.TensorSpec([None, *action.shape[1:]], tf.float32, name=STATE_ACTION)
+    return specs
+
+
+def describe(spec):
+    return {'dtype': spec.dtype.name, 'shape': [None if d is None else int(d) for d in spec.shape]}
+
+
+class PolicyModule:
+    """Builds the exported `tf.Module`: signature functions that close over the agent's networks.
+
+    The module holds only the captured variables and the functions, no Keras or Python objects,
+    so loading needs TensorFlow alone. It lists the raw variables explicitly so that TF1-style
+    loaders (TF Serving, `saved_model_cli run`) can restore them."""
+
+    def __init__(self, agent, config, step):
+
+        self.agent = agent
+        self.discrete = agent.act_space['action'].discrete
+        self.obs = obs_specs(agent)
+        self.state = state_specs(agent)
+        seed = tf.TensorSpec([2], tf.int64, name='seed')
+        inputs = {**self.obs, **self.state, 'seed': seed}
+        metadata = self.metadata(config, step)
+        self.metadata_values = metadata
+
+        module = tf.Module()
+        module.serving_default = tf.function(lambda x: self._step(x, 'eval'),
+                                             input_signature=[inputs])
+        module.sample = tf.function(lambda x: self._step(x, 'train'), input_signature=[inputs])
+        module.initial_state = tf.function(
+            self._initial_state, input_signature=[tf.TensorSpec([], tf.int32, name='batch_size')])
+        constants = {k: tf.constant(v, tf.int64 if isinstance(v, int) else None)
+                     for k, v in metadata.items()}
+        module.metadata = tf.function(lambda: dict(constants), input_signature=[])
+        self.signatures = {
+            'serving_default': module.serving_default.get_concrete_function(),
+            'sample': module.sample.get_concrete_function(),
+            'initial_state': module.initial_state.get_concrete_function(),
+            'metadata': module.metadata.get_concrete_function(),
+        }
+        variables = {id(v): v for fn in self.signatures.values() for v in fn.variables}
+        module.captured_tf_variables = list(variables.values())
+        self.module = module
+
+    def _check(self, inputs):
+        """In-graph shape checks, so that every caller (TF Serving and `saved_model_cli`
+        included, which do not check shapes against the signature) gets an error naming the
+        input: each input's shape, and one batch size for all."""
+        specs = {**self.obs, **self.state}
+        batch = tf.shape(inputs['is_first'])[0]
+        checks = []
+        for key, spec in specs.items():
+            shape = tf.shape(inputs[key])
+            expected = 'B' + ''.join(f', {d}' for d in spec.shape[1:])
+            checks.append(tf.debugging.assert_equal(
+                tf.size(shape), len(spec.shape),
+                message=f"input '{key}' must have shape [{expected}]"))
+            if spec.shape.rank > 1:
+                checks.append(tf.debugging.assert_equal(
+                    shape[1:], tf.constant(spec.shape[1:].as_list(), tf.int32),
+                    message=f"input '{key}' must have shape [{expected}]"))
+            checks.append(tf.debugging.assert_equal(
+                shape[0], batch, message=f"input '{key}' has another batch size than 'is_first'"))
+        with tf.control_dependencies(checks):
+            return {k: tf.identity(v) for k, v in inputs.items()}
+
+    def _step(self, inputs, mode):
+        inputs = self._check(inputs)
+        dtype = self.agent.wm.rssm.compute_dtype
+        obs = {k: inputs[k] for k in self.obs}
+        latent = {k: tf.cast(inputs[k], dtype) for k in self.state if k != STATE_ACTION}
+        outputs, (latent, action) = self.agent.policy_step(
+            obs, (latent, inputs[STATE_ACTION]), mode, inputs['seed'])
+        result = {'action': tf.cast(outputs['action'], tf.float32)}
+        if self.discrete:
+            result['action_index'] = tf.argmax(result['action'], -1)
+        result.update({k: tf.cast(v, tf.float32) for k, v in latent.items()})
+        result[STATE_ACTION] = tf.cast(action, tf.float32)
+        return result
+
+    def _initial_state(self, batch_size):
+        latent, action = self.agent.initial_policy_state(batch_size)
+        state = {k: tf.cast(v, tf.float32) for k, v in latent.items()}
+        state[STATE_ACTION] = action
+        return state
+
+    def metadata(self, config, step):
+        from dreamerv2_tf import config as configlib
+        space = self.agent.act_space['action']
+        action = {'discrete': space.discrete, 'shape': list(space.shape),
+                  'dtype': space.dtype.name, 'low': space.low.tolist(),
+                  'high': space.high.tolist()}
+        return {
+            'config': configlib.dump_yaml(config.to_dict()),
+            'step': int(step),
+            'task': config.task,
+            'precision': int(config.precision),
+            'action_space': json.dumps(action),
+            'observation_spec': json.dumps({k: describe(v) for k, v in self.obs.items()}),
+            'state_spec': json.dumps({k: describe(v) for k, v in self.state.items()}),
+        }
+
+    def save(self, directory):
+        directory = pathlib.Path(directory)
+        tf.saved_model.save(self.module, str(directory), signatures=self.signatures)
+        extra = directory / EXTRA_DIR
+        extra.mkdir(exist_ok=True)
+        (extra / 'metadata.json').write_text(json.dumps(self.metadata_values, indent=2))
+
+
+def save_version(module, out, version):
+    """Writes `<out>/<version>` through a temporary folder (TF Serving polls `out` and must
+    never see a half-written version). Refuses to overwrite an existing version."""
+    out = pathlib.Path(out)
+    final = out / str(int(version))
+    if final.exists():
+        raise FileExistsError(f'{final} exists; versions are never overwritten (use --version)')
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f'.tmp-{int(version)}'  # not a number: TF Serving ignores it
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    module.save(tmp)
+    tmp.rename(final)
+    return final
+
+
+def export_agent(agent, config, out, version, step):
+    return save_version(PolicyModule(agent, config, step), out, version)
+
+
+def export_config(config, precision):
+    """The config an exported graph is built with: float32 unless asked for float16."""
+    return config.update(precision=precision, jit=True)
+
+
+def export_from_training(agent, config, logdir, step):
+    """Called by the training loop every `export_every` steps: writes <logdir>/export/<step>
+    in float32 from a copy of the agent's weights."""
+    from dreamerv2_tf.agent import Agent
+    target = agent
+    if config.precision != 32:
+        target = Agent(export_config(config, 32), agent.obs_space, agent.act_space)
+        copy_weights(agent, target)
+    path = export_agent(target, config, pathlib.Path(logdir) / 'export', step, step)
+    print(f'Exported the policy to {path}.', flush=True)
+    return path
+
+
+def copy_weights(source, target):
+    sources = {v.path: v for net in source.networks for v in net.variables}
+    for net in target.networks:
+        for var in net.variables:
+            var.assign(sources[var.path])
+    target.step.assign(source.step)

@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from dreamerv2_tf.protocol import is_model_input
+
 
 def parse(argv):
     parser = argparse.ArgumentParser(
@@ -74,7 +76,7 @@ def random_batch(obs_space, act_space, batch, length, seed=0):
     rng = np.random.RandomState(seed)
     data = {}
     for key, space in obs_space.items():
-        if key.startswith('log_'):
+        if not is_model_input(key):
             continue
         shape = (batch, length) + space.shape
         if space.dtype == np.uint8:

@@ -19,24 +19,20 @@ _KEY = re.compile(r'^[A-Za-z0-9_.\-]+$')  # anything else in a key makes it a re
 # Float-typed keys that also accept a schedule string (spec 9.7; the original rejected these).
 SCHEDULE_KEYS = ('actor_ent', 'actor_grad_mix')
 
-_ACTS = ('none', 'elu', 'relu', 'tanh', 'sigmoid', 'swish', 'silu', 'gelu', 'mish', 'leaky_relu')
-_HEAD_DISTS = ('mse', 'binary', 'normal', 'tanh_normal', 'trunc_normal', 'onehot')
-# Allowed values per key (matched as a full regex against the flat key).
+# Allowed values of the run's own keys (matched as a full regex against the flat key). The agent's
+# keys (activations, optimizers, distributions, ...) come from the agent's table, see `choices()`.
 CHOICES = (
     (r'envs_parallel', ('none', 'thread', 'process')),
-    (r'precision', (16, 32)),
+    (r'precision', (16, 32, 'auto')),  # auto: mixed_float16 on a GPU, float32 on a CPU
     (r'jit', (True, False, 'xla')),
-    (r'clip_rewards', ('identity', 'sign', 'tanh')),
-    (r'expl_behavior', ('greedy', 'Random', 'Plan2Explore', 'ModelLoss')),
-    (r'actor_grad', ('auto', 'reinforce', 'dynamics', 'both')),
-    (r'actor\.dist', ('auto', 'onehot', 'trunc_normal', 'tanh_normal', 'normal')),
-    (r'.*\.dist', _HEAD_DISTS),
-    (r'.*\.norm', ('none', 'layer')),
-    (r'.*\.act', _ACTS),
-    (r'rssm\.std_act', ('softplus', 'sigmoid', 'sigmoid2')),
-    (r'.*_opt\.opt', ('adam', 'nadam', 'adamax', 'sgd', 'momentum')),
-    (r'disag_target', ('stoch', 'deter', 'embed', 'feat')),
 )
+
+
+def choices():
+    """Every (key regex, allowed values) pair: the run's keys, then the agent's, whose names are
+    owned by the modules that implement them (`dreamerv2_tf.agent.choices` is TF-free)."""
+    from dreamerv2_tf.agent import choices as agent_choices
+    return CHOICES + agent_choices.config_choices()
 
 
 class ConfigError(ValueError):
@@ -211,6 +207,10 @@ def _parse_scalar(key, old, value):
         if isinstance(value, str) and value.lower() == 'xla':
             return 'xla'
         return _parse_bool(key, value)
+    if key == 'precision':  # 16 / 32 / auto
+        if isinstance(value, str) and value.lower() == 'auto':
+            return 'auto'
+        return _parse_int(key, value)
     if isinstance(old, bool):
         return _parse_bool(key, value)
     if isinstance(old, int):
@@ -244,12 +244,12 @@ def convert(key, old, value):
 
 
 def _check_choice(key, value):
-    for pattern, choices in CHOICES:
+    for pattern, allowed in choices():
         if re.fullmatch(pattern, key):
-            if value not in choices:
-                names = ', '.join(str(c) for c in choices)
+            if value not in allowed:
+                names = ', '.join(str(c) for c in allowed)
                 raise ConfigError(
-                    f"config key '{key}' must be one of {names}; got {value!r}{_closest(value, choices)}")
+                    f"config key '{key}' must be one of {names}; got {value!r}{_closest(value, allowed)}")
             return
 
 

@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from dreamerv2_tf.protocol import is_model_input
+
 
 def parse(argv):
     parser = argparse.ArgumentParser(
@@ -72,7 +74,7 @@ def run_episode(env, policy, mode):
     total = 0.0
     length = 0
     while True:
-        batch = {k: np.asarray(v)[None] for k, v in obs.items() if not k.startswith('log_')}
+        batch = {k: np.asarray(v)[None] for k, v in obs.items() if is_model_input(k)}
         action, state = policy(batch, state, mode)
         obs = env.step({'action': action[0]})
         frames.append(obs.get('image'))

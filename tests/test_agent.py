@@ -3,6 +3,9 @@ import pytest
 import tensorflow as tf
 
 from dreamerv2_tf.agent import Agent
+from dreamerv2_tf.agent.agent import precision_policy
+from dreamerv2_tf.agent.behavior import Behavior
+from dreamerv2_tf.config import Config
 
 from conftest import make_batch, make_config, make_spaces
 
@@ -72,14 +75,35 @@ def atari_agent():
 
 def test_train_carries_state_and_reports_the_spec_metrics(atari_agent):
     agent, batch = atari_agent
+    config = agent.config
     state = agent.initial_train_state(batch['image'].shape[0])
     new_state, metrics = agent.train(batch, state)
-    expected = {'model_loss', 'model_grad_norm', 'kl_loss', 'image_loss', 'reward_loss',
-                'discount_loss', 'model_kl', 'prior_ent', 'post_ent', 'actor_loss',
-                'actor_grad_norm', 'critic_loss', 'critic_grad_norm', 'reward_mean', 'reward_std',
-                'reward_normed_mean', 'reward_normed_std', 'critic_slow', 'critic_target',
-                'actor_ent', 'actor_ent_scale', 'critic'}
-    assert expected <= set(metrics)
+    values = {k: float(v) for k, v in metrics.items()}
+    assert all(np.isfinite(v) for v in values.values()), values
+    # The world model loss is the scaled sum of its parts (atari: kl 0.1, discount 5).
+    scales = {k: config.loss_scales.get(k, 1.0) for k in ('kl', 'image', 'reward', 'discount')}
+    assert scales['kl'] == 0.1 and scales['discount'] == 5.0
+    parts = sum(scale * values[f'{key}_loss'] for key, scale in scales.items())
+    assert values['model_loss'] == pytest.approx(parts, rel=1e-5)
+    # Without free nats, balanced KL's value is the mean KL(post || prior), which is >= 0.
+    assert config.kl.free == 0
+    assert values['kl_loss'] == pytest.approx(values['model_kl'], rel=1e-5)
+    assert values['model_kl'] >= 0
+    # Entropies of categoricals: the actor's 6 actions, the 4 latents of 4 classes.
+    assert 0 <= values['actor_ent'] <= np.log(6) + 1e-6
+    for key in ('prior_ent', 'post_ent'):
+        assert 0 <= values[key] <= 4 * np.log(4) + 1e-5, key
+    assert values['actor_ent_scale'] == pytest.approx(1e-3)  # atari actor_ent
+    # reward_norm momentum 1: normalisation only divides by 1 + eps.
+    assert config.reward_norm.momentum == 1.0
+    assert values['reward_normed_mean'] == pytest.approx(values['reward_mean'], rel=1e-6)
+    assert values['reward_normed_std'] == pytest.approx(values['reward_std'], rel=1e-6)
+    assert values['reward_std'] >= 0
+    for key in ('model_grad_norm', 'actor_grad_norm', 'critic_grad_norm'):
+        assert values[key] > 0, key
+    for key in ('image_loss', 'reward_loss', 'discount_loss', 'actor_loss', 'critic_loss',
+                'critic_slow', 'critic_target', 'critic'):
+        assert key in values
     assert 'model_loss_scale' not in metrics  # only under mixed precision
     assert new_state['deter'].shape == state['deter'].shape
     assert not np.allclose(new_state['deter'], 0)  # the last posterior, not the zero state
@@ -128,3 +152,34 @@ def test_continuous_actions_stay_in_bounds_and_eager_mode_matches_graph():
     np.testing.assert_allclose(out_graph['action'], action, rtol=1e-5, atol=1e-6)
     _, metrics = agent.train(batch, agent.initial_train_state(2))  # eager train step
     assert not bad_metrics(metrics) and 'image_loss' in metrics
+
+
+def test_precision_auto_resolves_once_and_is_announced(capsys):
+    assert precision_policy(16) == 'mixed_float16' and precision_policy(32) == 'float32'
+    gpu = bool(tf.config.list_physical_devices('GPU'))
+    assert precision_policy('auto') == ('mixed_float16' if gpu else 'float32')
+    agent = Agent(make_config('atari', precision='auto'), *make_spaces(1, 6, True))
+    assert agent.dtype == precision_policy('auto') and agent.precision == (16 if gpu else 32)
+    assert f'Precision auto: {agent.dtype}' in capsys.readouterr().out
+
+
+def test_agent_rejects_a_choice_outside_the_modules_tables():
+    config = make_config('atari')
+    bad = Config({**config.flat, 'clip_rewards': 'cube'})  # Config() itself does not validate
+    with pytest.raises(ValueError, match="'clip_rewards' must be one of identity, sign, tanh; "
+                                         "got 'cube'"):
+        Agent(bad, *make_spaces(1, 6, True))
+
+
+def test_behaviors_task_first_then_exploration():
+    obs_space, act_space = make_spaces(1, 6, True)
+    greedy = Agent(make_config('atari'), obs_space, act_space)
+    assert list(greedy.behaviors) == ['task'] and greedy.expl_behavior is greedy.task_behavior
+    agent = Agent(make_config('atari', expl_behavior='ModelLoss'), obs_space, act_space)
+    assert list(agent.behaviors) == ['task', 'expl']
+    assert all(isinstance(b, Behavior) for b in agent.behaviors.values())
+    names = [o.name for o in agent.optimizers]
+    assert names == ['model', 'actor', 'critic', 'actor', 'critic', 'expl']
+    batch = make_batch(2, 8, obs_space, act_space)
+    _, metrics = agent.train(batch, agent.initial_train_state(2))
+    assert {'actor_loss', 'expl_actor_loss', 'expl_expl_loss'} <= set(metrics)

@@ -17,7 +17,8 @@ def np_log_softmax(x):
 def test_onehot_straight_through_forward_is_hard_and_gradient_is_the_probs():
     logits = tf.Variable(np.random.RandomState(0).randn(5, 4, 7).astype(np.float32))
     weights = tf.constant(np.random.RandomState(1).randn(5, 4, 7).astype(np.float32))
-    for draw in ('sample', 'mode'):
+    # Only sample() is straight-through; mode() has no gradient (next test).
+    for draw in ('sample',):
         with tf.GradientTape(persistent=True) as tape:
             dist = dists.OneHot(logits, event_dims=1)
             value = dist.sample(SEED) if draw == 'sample' else dist.mode()
@@ -31,6 +32,22 @@ def test_onehot_straight_through_forward_is_hard_and_gradient_is_the_probs():
         np.testing.assert_allclose(tape.gradient(loss, logits), tape.gradient(reference, logits),
                                    rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(dist.mode().numpy().argmax(-1), logits.numpy().argmax(-1))
+
+
+def test_onehot_mode_is_a_plain_one_hot_without_gradient_while_sample_has_one():
+    logits = tf.Variable(np.random.RandomState(0).randn(5, 4, 7).astype(np.float32))
+    weights = tf.constant(np.random.RandomState(1).randn(5, 4, 7).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        dist = dists.OneHot(logits, event_dims=1)
+        mode, sample = dist.mode(), dist.sample(SEED)
+        mode_loss = tf.reduce_sum(weights * mode)
+        sample_loss = tf.reduce_sum(weights * sample)
+    expected = np.eye(7, dtype=np.float32)[logits.numpy().argmax(-1)]
+    np.testing.assert_array_equal(mode.numpy(), expected)  # exactly the one-hot argmax
+    mode_grad = tape.gradient(mode_loss, logits)
+    assert mode_grad is None or not np.any(mode_grad.numpy())
+    sample_grad = tape.gradient(sample_loss, logits)
+    assert sample_grad is not None and np.any(sample_grad.numpy())
 
 
 def test_onehot_sampling_frequencies_match_the_probabilities():

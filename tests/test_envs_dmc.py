@@ -220,3 +220,24 @@ def test_dmc_time_limit_end_is_not_terminal_and_quadruped_uses_camera_2():
     other.reset()
     assert other._env.physics.cameras == [0]
     assert other._env.physics.model.vis.quality.shadowsize == 2048  # the paper's visuals by default
+
+
+@pytest.mark.parametrize('blocks, train_image, eval_image', [
+    (['defaults', 'dmc_vision'], True, True),
+    (['defaults', 'dmc_proprio'], False, True),  # eval still renders for the policy video
+])
+def test_dmc_renders_only_what_a_network_reads_or_a_video_shows(blocks, train_image, eval_image):
+    from dreamerv2_tf.config import compose
+    from dreamerv2_tf.envs.tasks import needs_image
+    config = compose(blocks).update(task='dmc_walker_walk')
+    assert needs_image(config, 'train') is train_image
+    assert needs_image(config, 'eval') is eval_image
+    assert needs_image(config.update(log_keys_video=['none']), 'eval') is train_image
+    # The env itself: no image key and no render call when none is needed.
+    scripted = ScriptedEnv(end=5, discount=0.0)
+    env = dmc.DMC('walker_walk', action_repeat=2, size=(8, 10), env=scripted, render=False)
+    assert 'image' not in env.obs_space
+    obs = [env.reset(), env.step({'action': np.array([0.5, 0.5], np.float32)})]
+    for step in obs:
+        check_obs(step, env.obs_space)
+    assert scripted.physics.cameras == []

@@ -88,7 +88,7 @@ def test_actions_in_a_tensorflow_only_process_equal_the_agents_eval_policy(expor
 
 
 def test_saved_model_cli_show_and_run(exported, tmp_path):
-    _, _, model_dir = exported
+    logdir, _, model_dir = exported
     shown = subprocess.run(['saved_model_cli', 'show', '--dir', str(model_dir), '--all'],
                            capture_output=True, text=True, env=command_env(), timeout=120)
     assert shown.returncode == 0, shown.stderr[-2000:]
@@ -126,7 +126,25 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
         capture_output=True, text=True, env=command_env(), timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     match = re.search(r'Result for output key action_index:\s*\[(\d)\]', run.stdout)
-    assert match and 0 <= int(match.group(1)) < 6, run.stdout[-2000:]
+    assert match, run.stdout[-2000:]
+    index = int(match.group(1))
+    shown_action = re.search(r'Result for output key action:\s*\[\[([^\]]*)\]\]', run.stdout)
+    assert shown_action, run.stdout[-2000:]
+    action = np.array(shown_action.group(1).split(), float)
+    # The index is the argmax of the returned one-hot action ...
+    assert action.shape == (6,) and action.sum() == 1 and set(action) <= {0.0, 1.0}
+    assert index == int(action.argmax())
+    # ... and the in-process agent's eval policy takes the same action on the same zero inputs,
+    # zero state and seed.
+    agent, env = restored_agent(logdir)
+    env.close()
+    obs = {'image': inputs['image'], 'is_first': inputs['is_first'],
+           'reward': np.zeros(1, np.float32), 'is_last': np.array([False]),
+           'is_terminal': np.array([False])}
+    state = ({'deter': tf.zeros((1, 32)), 'stoch': tf.zeros((1, 4, 4)),
+              'logit': tf.zeros((1, 4, 4))}, tf.zeros((1, 6)))
+    expected, _ = agent.policy_step(obs, state, 'eval', tf.constant([0, 0], tf.int64))
+    np.testing.assert_array_equal(expected['action'].numpy()[0], action)
     # A wrong image size is refused by the session loader, naming the input's tensor.
     np.save(tmp_path / 'image.npy', np.zeros((1, 32, 32, 1), np.uint8))
     bad = subprocess.run(run.args, capture_output=True, text=True, env=command_env(), timeout=120)

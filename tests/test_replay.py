@@ -116,10 +116,11 @@ def test_startup_skips_bad_files_with_one_warning_each(tmp_path, caplog):
     assert seen == {0, 1, 2}
 
 
-def test_startup_stats_count_filenames_and_load_newest_within_capacity(tmp_path, capsys):
+def test_startup_stats_count_filenames_and_load_newest_within_capacity(tmp_path, caplog):
     lengths = [10, 20, 30, 40]
     paths = [save_episode(tmp_path, make_episode(n, ep_id=i)) for i, n in enumerate(lengths)]
-    replay = Replay(tmp_path, capacity=75, minlen=1)
+    with caplog.at_level(logging.INFO, logger='dreamerv2_tf.run.replay'):
+        replay = Replay(tmp_path, capacity=75, minlen=1)
     stats = replay.stats
     # Spec bug 7: the original reported sum(length) - episodes = 96 here.
     assert stats['total_steps'] == 100 and stats['total_episodes'] == 4
@@ -127,7 +128,8 @@ def test_startup_stats_count_filenames_and_load_newest_within_capacity(tmp_path,
     assert stats['loaded_steps'] == 70 and stats['loaded_episodes'] == 2
     reference_bytes = sum(v.nbytes for p in paths[2:] for v in load_episode(p).values())
     assert stats['loaded_bytes'] == reference_bytes > 0
-    assert 'MiB' in capsys.readouterr().out  # memory reported at start
+    # Memory reported at start, through logging (library code does not print).
+    assert 'loaded 70 steps in 2 episodes' in caplog.text and 'MiB' in caplog.text
     rng = np.random.default_rng(0)
     assert {int(replay.sample_sequence(rng)['ep'][0]) for _ in range(50)} == {2, 3}
 
@@ -166,12 +168,13 @@ def test_delete_evicted_removes_files_and_totals_survive_restart(tmp_path):
 # ------------------------------------------------------------------------------ adding steps
 
 
-def test_minlen_drops_short_episodes(tmp_path, capsys):
+def test_minlen_drops_short_episodes(tmp_path, caplog):
     replay = Replay(tmp_path, minlen=5)
-    feed(replay, make_episode(3))
-    replay.add_episode(make_episode(4))
+    with caplog.at_level(logging.INFO, logger='dreamerv2_tf.run.replay'):
+        feed(replay, make_episode(3))
+        replay.add_episode(make_episode(4))
     assert episode_files(tmp_path) == [] and replay.stats['total_episodes'] == 0
-    assert capsys.readouterr().out.count('short episode') == 2
+    assert caplog.text.count('short episode') == 2
     feed(replay, make_episode(5, ep_id=1))  # exactly minlen is kept
     (path,) = episode_files(tmp_path)
     assert int(NAME.match(path.name).group(1)) == 5
@@ -405,9 +408,10 @@ def test_dataset_on_empty_replay_raises_clearly():
 # ------------------------------------------------------------------------------ crash safety
 
 WRITER = textwrap.dedent('''
-    import sys
+    import logging, sys
     import numpy as np
     from dreamerv2_tf.run.replay import Replay
+    logging.basicConfig(stream=sys.stdout, level=logging.INFO, format='%(message)s')
     replay = Replay(sys.argv[1], minlen=1)
     first = int(sys.argv[2])
     rng = np.random.default_rng(first)
@@ -429,8 +433,8 @@ def test_sigkill_at_random_moments_leaves_only_whole_episodes(tmp_path, caplog):
     for round_ in range(3):
         child = subprocess.Popen([sys.executable, str(script), str(directory), str(1000 * round_)],
                                  stdout=subprocess.PIPE, text=True)
-        assert child.stdout.readline().startswith('Replay ')  # start-up report
-        assert child.stdout.readline() == 'ready\n'
+        startup = list(iter(child.stdout.readline, 'ready\n'))  # warnings, then the report
+        assert startup[-1].startswith('Replay ') and 'loaded' in startup[-1], startup
         time.sleep(timing.uniform(0.1, 0.6))
         os.kill(child.pid, signal.SIGKILL)
         out, _ = child.communicate()

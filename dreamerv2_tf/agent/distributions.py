@@ -17,6 +17,11 @@ import tensorflow as tf
 sg = tf.stop_gradient
 
 
+def split_seed(seed, count):
+    """`count` independent stateless seeds (int [2] each) derived from `seed`."""
+    return tf.unstack(tf.random.experimental.stateless_split(seed, count))
+
+
 def sample_categorical(logits, seed):
     """Class indices sampled from `logits` [..., K] by the Gumbel-max trick: argmax(logits + G)
     with G ~ Gumbel(0, 1) has exactly the categorical distribution, and unlike
@@ -33,8 +38,9 @@ def _sum_event(x, event_dims):
 class OneHot:
     """Categorical over the last axis with one-hot samples and straight-through gradients.
 
-    `sample` and `mode` return the hard one-hot vector in the forward pass and the gradient of the
-    probabilities in the backward pass (hard + (probs - stop_gradient(probs))). `event_dims` extra
+    `sample` returns the hard one-hot vector in the forward pass and the gradient of the
+    probabilities in the backward pass (hard + (probs - stop_gradient(probs))). `mode` is the plain
+    one-hot argmax with no gradient, as in the original. `event_dims` extra
     axes before the class axis are independent variables whose log-probs and entropies are summed,
     e.g. event_dims=1 for the RSSM's 32 latents of 32 classes."""
 
@@ -53,8 +59,8 @@ class OneHot:
         return self._straight_through(tf.one_hot(index, self.logits.shape[-1], dtype=tf.float32))
 
     def mode(self):
-        hard = tf.one_hot(tf.argmax(self.logits, -1), self.logits.shape[-1], dtype=tf.float32)
-        return self._straight_through(hard)
+        # argmax has no gradient: only sampling is straight-through (the original's mode, too).
+        return tf.one_hot(tf.argmax(self.logits, -1), self.logits.shape[-1], dtype=tf.float32)
 
     def mean(self):
         return self.probs

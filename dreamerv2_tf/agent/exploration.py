@@ -1,5 +1,7 @@
 """Exploration behaviours (spec 11), selected by `expl_behavior`: `Random`, `Plan2Explore` and
-`ModelLoss`. (`greedy` is the task actor-critic itself and lives in the agent.)
+`ModelLoss`. (`greedy` is the task actor-critic itself and lives in the agent.) Each implements the
+`Behavior` protocol and reads the world model only through its narrow interface (`reward`,
+`embed`, `flat_stoch`, `stoch_size`, `deter_size`, `feat_size`, `imagine`).
 
 Fixed against the original (spec 17.5): `Random` works; Plan2Explore's `feat` and `embed` targets
 take their sizes from the networks; with `disag_action_cond` the ensemble sees the action taken at
@@ -8,17 +10,21 @@ step t (the one stored at t + 1), not the one that led into t.
 
 import tensorflow as tf
 
+from dreamerv2_tf.agent import choices
 from dreamerv2_tf.agent import distributions as dists
 from dreamerv2_tf.agent import networks
 from dreamerv2_tf.agent.actor_critic import ActorCritic, StreamNorm
-from dreamerv2_tf.agent.optimizer import Optimizer
+from dreamerv2_tf.agent.behavior import Behavior
+from dreamerv2_tf.agent.optimizer import Optimizer, is_mixed
 
 sg = tf.stop_gradient
 
 
 def make(config, act_space, world_model, step, dtype):
-    kinds = {'Random': Random, 'Plan2Explore': Plan2Explore, 'ModelLoss': ModelLoss}
-    return kinds[config.expl_behavior](config, act_space, world_model, step, dtype)
+    if config.expl_behavior not in BEHAVIORS:
+        raise ValueError(f"expl_behavior '{config.expl_behavior}' is not one of greedy, "
+                         f"{', '.join(BEHAVIORS)}")
+    return BEHAVIORS[config.expl_behavior](config, act_space, world_model, step, dtype)
 
 
 class Uniform:
@@ -38,7 +44,7 @@ class Uniform:
         raise ValueError('the Random behaviour has no mode; it only samples')
 
 
-class Random:
+class Random(Behavior):
     """Uniformly random actions; nothing to train."""
 
     networks = optimizers = state_variables = ()
@@ -57,15 +63,17 @@ class Random:
         return {}
 
 
-class _IntrinsicBehavior:
-    """Shared part: an own actor-critic trained on an intrinsic reward, plus extra networks."""
+class _IntrinsicBehavior(Behavior):
+    """Shared part: an own actor-critic trained on an intrinsic reward (`_reward(seq)`), plus
+    extra networks (`heads`) trained by `train_heads(outputs, data)` with their own optimizer."""
 
     def __init__(self, config, act_space, world_model, step, dtype):
         self.config = config
         self.wm = world_model
-        self.ac = ActorCritic(config, act_space, step, dtype, name='expl')
+        self.ac = ActorCritic(config, act_space, step, dtype, name='expl', world=world_model,
+                              reward_fn=self._reward)
         self.actor = self.ac.actor
-        self.opt = Optimizer('expl', **config.expl_opt, mixed_precision=dtype == 'mixed_float16')
+        self.opt = Optimizer('expl', **config.expl_opt, mixed_precision=is_mixed(dtype))
         self.extr_norm = StreamNorm(**config.expl_reward_norm, name='expl_extr_norm')
 
     heads = ()
@@ -88,8 +96,21 @@ class _IntrinsicBehavior:
     def extrinsic(self, seq):
         if not self.config.expl_extr_scale:
             return 0.0
-        reward = self.wm.heads['reward'](seq['feat']).mode()
+        reward = self.wm.reward(seq['feat'])
         return self.config.expl_extr_scale * self.extr_norm(reward)[0]
+
+    def build(self, feat, data, seed):
+        self.ac.build(feat)
+        self.build_heads(feat, data)
+        self.opt.build(self.head_variables())
+
+    def train(self, start, outputs, data, seed):
+        # Heads first, then the actor-critic on the updated heads' reward (the original's order).
+        with tf.GradientTape() as tape:
+            loss = self.head_loss(outputs, data)
+        metrics = self.opt(tape, loss, self.head_variables())
+        metrics.update(self.ac.train(start, outputs, data, seed))
+        return metrics
 
 
 class Plan2Explore(_IntrinsicBehavior):
@@ -107,11 +128,7 @@ class Plan2Explore(_IntrinsicBehavior):
 
     def _target(self, outputs):
         post = outputs['post']
-        stoch = post['stoch']
-        if self.wm.rssm.discrete:
-            stoch = tf.reshape(stoch, tf.concat([tf.shape(stoch)[:-2], [-1]], 0))
-        return {'stoch': stoch, 'deter': post['deter'], 'feat': outputs['feat'],
-                'embed': outputs['embed']}[self.config.disag_target]
+        return DISAG_TARGETS[self.config.disag_target](self.wm, outputs, post)
 
     def _inputs(self, feat, action):
         """Inputs for steps 0..T-2: the features, with the action taken at each step (the one
@@ -121,32 +138,27 @@ class Plan2Explore(_IntrinsicBehavior):
             return tf.concat([feat, tf.cast(action[:, 1:], tf.float32)], -1)
         return feat
 
-    def build(self, feat, data, seed):
-        self.ac.build(feat)
-        embed = self.wm.encoder(self.wm.preprocess(data))
-        rssm = self.wm.rssm
-        size = {'stoch': rssm.stoch_size * (rssm.discrete or 1), 'deter': rssm.deter_size,
-                'feat': rssm.feat_size, 'embed': embed.shape[-1]}[self.config.disag_target]
+    def build_heads(self, feat, data):
+        wm = self.wm
+        target = self.config.disag_target
+        if target == 'embed':
+            size = wm.embed(data).shape[-1]
+        else:
+            size = {'stoch': wm.stoch_size, 'deter': wm.deter_size, 'feat': wm.feat_size}[target]
         self.heads = [networks.MLP([size], **self.config.expl_head, name=f'disag{i}',
                                    dtype=self.dtype) for i in range(self.config.disag_models)]
         inputs = self._inputs(feat, tf.convert_to_tensor(data['action']))
         for head in self.heads:
             head(inputs)
-        self.opt.build(self.head_variables())
 
-    def train(self, start, outputs, data, seed):
+    def head_loss(self, outputs, data):
         offset = self.config.disag_offset
         inputs = sg(self._inputs(outputs['feat'], data['action']))
         targets = sg(tf.cast(self._target(outputs), tf.float32))
         # Input t (state t, action taken at t) predicts the target `offset` steps later.
         length = tf.shape(targets)[1] - offset
         inputs, targets = inputs[:, :length], targets[:, offset:]
-        with tf.GradientTape() as tape:
-            loss = -tf.add_n([tf.reduce_mean(head(inputs).log_prob(targets))
-                              for head in self.heads])
-        metrics = self.opt(tape, loss, self.head_variables())
-        metrics.update(self.ac.train(self.wm, start, data['is_terminal'], self._reward, seed))
-        return metrics
+        return -tf.add_n([tf.reduce_mean(head(inputs).log_prob(targets)) for head in self.heads])
 
     def _reward(self, seq):
         # Reward for entering state t: disagreement about t given state t-1 and action t.
@@ -170,19 +182,29 @@ class ModelLoss(_IntrinsicBehavior):
         self.head = networks.MLP([], **config.expl_head, name='expl_model_loss', dtype=dtype)
         self.heads = [self.head]
 
-    def build(self, feat, data, seed):
-        self.ac.build(feat)
+    def build_heads(self, feat, data):
         self.head(feat)
-        self.opt.build(self.head_variables())
 
-    def train(self, start, outputs, data, seed):
+    def head_loss(self, outputs, data):
         target = sg(tf.cast(outputs[self.config.expl_model_loss], tf.float32))
-        with tf.GradientTape() as tape:
-            loss = -tf.reduce_mean(self.head(sg(outputs['feat'])).log_prob(target))
-        metrics = self.opt(tape, loss, self.head_variables())
-        metrics.update(self.ac.train(self.wm, start, data['is_terminal'], self._reward, seed))
-        return metrics
+        return -tf.reduce_mean(self.head(sg(outputs['feat'])).log_prob(target))
 
     def _reward(self, seq):
         reward = self.config.expl_intr_scale * self.head(seq['feat']).mode()
         return reward + self.extrinsic(seq)
+
+
+# `disag_target` config value -> Plan2Explore's prediction target from the world model's outputs.
+DISAG_TARGETS = choices.implements(choices.DISAG_TARGETS, {
+    'stoch': lambda wm, outputs, post: wm.flat_stoch(post),
+    'deter': lambda wm, outputs, post: post['deter'],
+    'embed': lambda wm, outputs, post: outputs['embed'],
+    'feat': lambda wm, outputs, post: outputs['feat'],
+})
+
+# `expl_behavior` config value (other than 'greedy', the task behaviour) -> behaviour class.
+BEHAVIORS = choices.implements(choices.EXPLORATION, {
+    'Random': Random,
+    'Plan2Explore': Plan2Explore,
+    'ModelLoss': ModelLoss,
+})

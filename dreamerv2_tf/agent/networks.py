@@ -13,11 +13,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from dreamerv2_tf import protocol
+from dreamerv2_tf.agent import choices
 from dreamerv2_tf.agent import distributions as dists
+from dreamerv2_tf.agent.distributions import split_seed
 
 sg = tf.stop_gradient
 
-_ACTIVATIONS = {
+ACTIVATIONS = choices.implements(choices.ACTIVATIONS, {
     'none': tf.identity,
     'elu': tf.nn.elu,
     'relu': tf.nn.relu,
@@ -28,13 +31,13 @@ _ACTIVATIONS = {
     'gelu': tf.nn.gelu,
     'leaky_relu': tf.nn.leaky_relu,
     'mish': lambda x: x * tf.tanh(tf.nn.softplus(x)),
-}
+})
 
 
 def get_act(name):
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation '{name}'; use one of {', '.join(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation '{name}'; use one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
 
 
 class LazyBuild:
@@ -48,7 +51,7 @@ class LazyBuild:
 def select_keys(space, cnn_pattern, mlp_pattern):
     """Observation keys for the CNN (rank-3, matching `cnn_pattern`) and the MLP (rank-1, matching
     `mlp_pattern`); patterns match at the start of the key. `log_` keys never reach a network."""
-    keys = [k for k in space if not k.startswith('log_')]
+    keys = [k for k in space if protocol.is_model_input(k)]
     cnn = [k for k in keys if re.match(cnn_pattern, k) and len(space[k].shape) == 3]
     mlp = [k for k in keys if re.match(mlp_pattern, k) and len(space[k].shape) == 1]
     return cnn, mlp
@@ -70,12 +73,24 @@ class DenseBlock(LazyBuild, keras.layers.Layer):
         return self.act(x)
 
 
+NORMS = choices.implements(choices.NORMS, {
+    'none': lambda dtype, name: None,
+    'layer': lambda dtype, name: keras.layers.LayerNormalization(epsilon=1e-3, name=name,
+                                                                 dtype=dtype),
+})
+
+# Std activations of continuous RSSM latents (before adding min_std).
+STD_ACTS = choices.implements(choices.STD_ACTS, {
+    'softplus': tf.nn.softplus,
+    'sigmoid': tf.sigmoid,
+    'sigmoid2': lambda s: 2 * tf.sigmoid(s / 2),
+})
+
+
 def _norm_layer(norm, dtype, name='norm'):
-    if norm == 'none':
-        return None
-    if norm == 'layer':
-        return keras.layers.LayerNormalization(epsilon=1e-3, name=name, dtype=dtype)
-    raise ValueError(f"unknown norm '{norm}'; use none or layer")
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm '{norm}'; use one of {', '.join(NORMS)}")
+    return NORMS[norm](dtype, name)
 
 
 class DistLayer(LazyBuild, keras.layers.Layer):
@@ -89,6 +104,8 @@ class DistLayer(LazyBuild, keras.layers.Layer):
         self.dist = dist
         self.min_std = min_std
         self.init_std = init_std
+        if dist not in HEAD_DISTS:
+            raise ValueError(f"unknown distribution '{dist}'; use one of {', '.join(HEAD_DISTS)}")
         size = int(np.prod(self.event_shape))
         self.out = keras.layers.Dense(size, name='out', dtype=self.dtype_policy)
         if dist in self.STD_DISTS:
@@ -100,25 +117,37 @@ class DistLayer(LazyBuild, keras.layers.Layer):
 
     def call(self, features):
         out = self._reshape(self.out(features), features)
-        event_dims = len(self.event_shape)
-        if self.dist == 'mse':
-            return dists.MSE(out, event_dims)
-        if self.dist == 'binary':
-            return dists.Bernoulli(out, event_dims)
-        if self.dist == 'onehot':
-            return dists.OneHot(out, max(event_dims - 1, 0))
-        std = self._reshape(self.std(features), features)
-        if self.dist == 'normal':
-            # The original used the raw output as std (spec 17.15); keep it positive instead.
-            return dists.Normal(out, tf.nn.softplus(std) + self.min_std, event_dims)
-        if self.dist == 'tanh_normal':
-            mean = 5 * tf.tanh(out / 5)
-            std = tf.nn.softplus(std + self.init_std) + self.min_std
-            return dists.TanhNormal(mean, std, event_dims)
-        if self.dist == 'trunc_normal':
-            std = 2 * tf.sigmoid((std + self.init_std) / 2) + self.min_std
-            return dists.TruncNormal(tf.tanh(out), std, -1.0, 1.0, event_dims=event_dims)
-        raise ValueError(f"unknown distribution '{self.dist}'")
+        std = None
+        if self.dist in self.STD_DISTS:
+            std = self._reshape(self.std(features), features)
+        return HEAD_DISTS[self.dist](self, out, std, len(self.event_shape))
+
+
+def _normal(layer, out, std, event_dims):
+    # The original used the raw output as std (spec 17.15); keep it positive instead.
+    return dists.Normal(out, tf.nn.softplus(std) + layer.min_std, event_dims)
+
+
+def _tanh_normal(layer, out, std, event_dims):
+    std = tf.nn.softplus(std + layer.init_std) + layer.min_std
+    return dists.TanhNormal(5 * tf.tanh(out / 5), std, event_dims)
+
+
+def _trunc_normal(layer, out, std, event_dims):
+    std = 2 * tf.sigmoid((std + layer.init_std) / 2) + layer.min_std
+    return dists.TruncNormal(tf.tanh(out), std, -1.0, 1.0, event_dims=event_dims)
+
+
+# `dist` config value -> distribution from (layer, float32 output, float32 std output or None,
+# event dims). The onehot's class axis is one of the event axes.
+HEAD_DISTS = choices.implements(choices.HEAD_DISTS, {
+    'mse': lambda layer, out, std, event_dims: dists.MSE(out, event_dims),
+    'binary': lambda layer, out, std, event_dims: dists.Bernoulli(out, event_dims),
+    'onehot': lambda layer, out, std, event_dims: dists.OneHot(out, max(event_dims - 1, 0)),
+    'normal': _normal,
+    'tanh_normal': _tanh_normal,
+    'trunc_normal': _trunc_normal,
+})
 
 
 class MLP(LazyBuild, keras.Model):
@@ -227,8 +256,7 @@ class RSSM(LazyBuild, keras.Model):
             shape = tf.concat([tf.shape(x)[:-1], [self.stoch_size, self.discrete]], 0)
             return {'logit': tf.reshape(x, shape)}
         mean, std = tf.split(x, 2, -1)
-        std = {'softplus': tf.nn.softplus, 'sigmoid': tf.sigmoid,
-               'sigmoid2': lambda s: 2 * tf.sigmoid(s / 2)}[self.std_act](std) + self.min_std
+        std = STD_ACTS[self.std_act](std) + self.min_std
         return {'mean': mean, 'std': std}
 
     def _latent(self, stats, seed, sample):
@@ -248,7 +276,7 @@ class RSSM(LazyBuild, keras.Model):
                        tf.cast(prev_action, self.compute_dtype)], -1)
         x = self.img_in(x)
         deter = self.gru(x, prev_state['deter'])
-        member_seed, sample_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        member_seed, sample_seed = split_seed(seed, 2)
         stats = [self._stats(dist(out(deter))) for out, dist in zip(self.img_out, self.img_dist)]
         if self.ensemble > 1:  # one randomly chosen prior head per call, as the original
             index = tf.random.stateless_uniform([], member_seed, 0, self.ensemble, tf.int32)
@@ -265,7 +293,7 @@ class RSSM(LazyBuild, keras.Model):
             return x * tf.reshape(tf.cast(keep, x.dtype), [-1] + [1] * (x.shape.rank - 1))
 
         prev_state = {k: mask(v) for k, v in prev_state.items()}
-        prior_seed, post_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        prior_seed, post_seed = split_seed(seed, 2)
         prior = self.img_step(prev_state, mask(tf.cast(prev_action, self.compute_dtype)),
                               prior_seed, sample)
         x = self.obs_out(tf.concat([prior['deter'], tf.cast(embed, self.compute_dtype)], -1))

@@ -11,6 +11,25 @@ import re
 import keras
 import tensorflow as tf
 
+from dreamerv2_tf.agent import choices
+
+MIXED_FLOAT16 = 'mixed_float16'
+
+
+def is_mixed(dtype):
+    """Whether a dtype policy name computes in float16 (and so needs loss scaling)."""
+    return dtype == MIXED_FLOAT16
+
+
+# `opt` config value -> Keras optimizer factory (epsilon and the shared kwargs).
+OPTIMIZERS = choices.implements(choices.OPTIMIZERS, {
+    'adam': lambda eps, **kw: keras.optimizers.Adam(epsilon=eps, **kw),
+    'nadam': lambda eps, **kw: keras.optimizers.Nadam(epsilon=eps, **kw),
+    'adamax': lambda eps, **kw: keras.optimizers.Adamax(epsilon=eps, **kw),
+    'sgd': lambda eps, **kw: keras.optimizers.SGD(**kw),
+    'momentum': lambda eps, **kw: keras.optimizers.SGD(momentum=0.9, **kw),
+})
+
 
 class Optimizer:
 
@@ -25,13 +44,10 @@ class Optimizer:
         self.wd_pattern = re.compile(wd_pattern)
         self.mixed_precision = mixed_precision
         kwargs = dict(learning_rate=lr, global_clipnorm=clip or None, name=f'{name}_opt')
-        inner = {
-            'adam': lambda: keras.optimizers.Adam(epsilon=eps, **kwargs),
-            'nadam': lambda: keras.optimizers.Nadam(epsilon=eps, **kwargs),
-            'adamax': lambda: keras.optimizers.Adamax(epsilon=eps, **kwargs),
-            'sgd': lambda: keras.optimizers.SGD(**kwargs),
-            'momentum': lambda: keras.optimizers.SGD(momentum=0.9, **kwargs),
-        }[opt]()
+        if opt not in OPTIMIZERS:
+            raise ValueError(f"{name} optimizer: unknown opt '{opt}'; use one of "
+                             f"{', '.join(OPTIMIZERS)}")
+        inner = OPTIMIZERS[opt](eps, **kwargs)
         # Keras' LossScaleOptimizer defaults match the original: scale 2^15, doubled after 2000
         # finite steps, halved and the step skipped on non-finite gradients.
         self.opt = keras.optimizers.LossScaleOptimizer(inner) if mixed_precision else inner

@@ -3,14 +3,43 @@ balancing, imagination for the actor-critic, and the open-loop video report."""
 
 import tensorflow as tf
 
+from dreamerv2_tf import protocol
+from dreamerv2_tf.agent import choices
 from dreamerv2_tf.agent import networks
-from dreamerv2_tf.agent.optimizer import Optimizer
+from dreamerv2_tf.agent.distributions import split_seed
+from dreamerv2_tf.agent.optimizer import Optimizer, is_mixed
 
 sg = tf.stop_gradient
 
+# `clip_rewards` config value -> transform of the float32 reward for training.
+REWARD_TRANSFORMS = choices.implements(choices.REWARD_TRANSFORMS, {
+    'identity': tf.identity,
+    'sign': tf.sign,
+    'tanh': tf.tanh,
+})
 
-def split_seed(seed, count):
-    return tf.unstack(tf.random.experimental.stateless_split(seed, count))
+
+def preprocess(obs, config, compute_dtype):
+    """What `WorldModel.preprocess` does, for a given compute dtype (a float32 policy copy of a
+    mixed-precision model uses it too)."""
+    result = {}
+    for key, value in obs.items():
+        if not protocol.is_model_input(key):
+            continue
+        value = tf.convert_to_tensor(value)
+        if value.dtype == tf.uint8:
+            value = tf.cast(value, compute_dtype) / 255.0 - 0.5
+        elif value.dtype in (tf.int32, tf.int64, tf.float16, tf.float64):
+            value = tf.cast(value, compute_dtype)
+        result[key] = value
+    if 'reward' in result:
+        result['reward'] = REWARD_TRANSFORMS[config.clip_rewards](
+            tf.cast(result['reward'], tf.float32))
+    if 'is_terminal' in result:
+        # Kept in float32: the original's float16 made 0.999 into 0.99902.
+        result['discount'] = config.discount * (
+            1.0 - tf.cast(result['is_terminal'], tf.float32))
+    return result
 
 
 class WorldModel:
@@ -20,7 +49,7 @@ class WorldModel:
         self.obs_space = obs_space
         self.act_dim = act_space['action'].shape[0]
         self.dtype = dtype
-        self.compute_dtype = tf.float16 if dtype == 'mixed_float16' else tf.float32
+        self.compute_dtype = tf.float16 if is_mixed(dtype) else tf.float32
         self.encoder = networks.Encoder(obs_space, **config.encoder, name='encoder', dtype=dtype)
         self.rssm = networks.RSSM(**config.rssm, name='rssm', dtype=dtype)
         self.heads = {'decoder': networks.Decoder(obs_space, **config.decoder, name='decoder',
@@ -32,8 +61,7 @@ class WorldModel:
         for name in config.grad_heads:
             if name not in self.heads:
                 raise ValueError(f"grad_heads names '{name}', which is not one of {list(self.heads)}")
-        self.opt = Optimizer('model', **config.model_opt,
-                             mixed_precision=dtype == 'mixed_float16')
+        self.opt = Optimizer('model', **config.model_opt, mixed_precision=is_mixed(dtype))
 
     @property
     def networks(self):
@@ -60,25 +88,39 @@ class WorldModel:
     def preprocess(self, obs):
         """uint8 -> [-0.5, 0.5], other numbers -> compute dtype, reward transform and the discount
         target gamma * (1 - terminal) (spec 7.1). `log_` keys are dropped."""
-        result = {}
-        for key, value in obs.items():
-            if key.startswith('log_'):
-                continue
-            value = tf.convert_to_tensor(value)
-            if value.dtype == tf.uint8:
-                value = tf.cast(value, self.compute_dtype) / 255.0 - 0.5
-            elif value.dtype in (tf.int32, tf.int64, tf.float16, tf.float64):
-                value = tf.cast(value, self.compute_dtype)
-            result[key] = value
-        if 'reward' in result:
-            transform = {'identity': tf.identity, 'sign': tf.sign, 'tanh': tf.tanh}
-            result['reward'] = transform[self.config.clip_rewards](
-                tf.cast(result['reward'], tf.float32))
-        if 'is_terminal' in result:
-            # Kept in float32: the original's float16 made 0.999 into 0.99902.
-            result['discount'] = self.config.discount * (
-                1.0 - tf.cast(result['is_terminal'], tf.float32))
-        return result
+        return preprocess(obs, self.config, self.compute_dtype)
+
+    # Narrow interface for behaviours -------------------------------------------------------------
+    # Exploration and the task actor-critic read the model only through these, not through its
+    # encoder, heads or RSSM.
+
+    @property
+    def stoch_size(self):
+        """Size of the flattened stochastic state (latents x classes when discrete)."""
+        return self.rssm.stoch_size * (self.rssm.discrete or 1)
+
+    @property
+    def deter_size(self):
+        return self.rssm.deter_size
+
+    @property
+    def feat_size(self):
+        return self.rssm.feat_size
+
+    def flat_stoch(self, state):
+        """The stochastic state of `state` as [..., stoch_size]."""
+        stoch = state['stoch']
+        if self.rssm.discrete:
+            stoch = tf.reshape(stoch, tf.concat([tf.shape(stoch)[:-2], [-1]], 0))
+        return stoch
+
+    def embed(self, data):
+        """Encoder embeddings [..., E] of raw model inputs."""
+        return self.encoder(self.preprocess(data))
+
+    def reward(self, feat):
+        """Predicted reward (the reward head's mode) for features [..., F]."""
+        return self.heads['reward'](feat).mode()
 
     # Training ------------------------------------------------------------------------------------
 

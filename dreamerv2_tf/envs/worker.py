@@ -24,14 +24,16 @@ import traceback
 import weakref
 from multiprocessing import connection
 
-_IN_ENV_WORKER = False  # True inside a process worker (where env constructors run)
+# Set in a worker process's environment (where env constructors run); a variable of the process,
+# not of this module, so that nothing here is mutable module state.
+WORKER_VARIABLE = 'DREAMERV2_TF_ENV_WORKER'
 
 _POLL_SECONDS = 0.2  # how often a waiting parent checks that the worker process still lives
 _CLOSE_SECONDS = 3.0  # how long close() waits for a worker to exit before it is terminated
 
 
 def in_env_worker():
-    return _IN_ENV_WORKER
+    return os.environ.get(WORKER_VARIABLE) == '1'
 
 
 class EnvWorkerError(RuntimeError):
@@ -291,8 +293,7 @@ class ProcessEnv:
 # Child side -------------------------------------------------------------------------------------
 
 def _worker_main(fd):
-    global _IN_ENV_WORKER
-    _IN_ENV_WORKER = True
+    os.environ[WORKER_VARIABLE] = '1'
     # The parent handles Ctrl-C and closes us; the new session already keeps the terminal's
     # SIGINT away, this also covers a SIGINT sent to us directly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

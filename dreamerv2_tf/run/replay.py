@@ -32,6 +32,8 @@ import uuid
 
 import numpy as np
 
+from dreamerv2_tf.protocol import is_model_input
+
 logger = logging.getLogger(__name__)
 
 LEDGER = 'evicted_episodes.txt'  # names of episodes deleted by eviction, one per line
@@ -106,29 +108,28 @@ def parse_filename(name):
     return EpisodeName((seconds, int(micros) if micros else -1, hexid), int(length))
 
 
-_clock_lock = threading.Lock()
-_clock_last = datetime.datetime.min
+class EpisodeClock:
+    """Timestamps for episode names, strictly increasing within one replay folder: two saves in
+    one microsecond, or a clock step backwards, still give names in write order."""
 
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._last = datetime.datetime.min
 
-def _clock_at_least(order):
-    """Make every later stamp of this process sort after `order` (an `EpisodeName.order`)."""
-    global _clock_last
-    seconds, micros, _ = order
-    stamp = datetime.datetime.strptime(seconds, '%Y%m%dT%H%M%S').replace(
-        microsecond=max(micros, 0))
-    with _clock_lock:
-        _clock_last = max(_clock_last, stamp)
+    def at_least(self, order):
+        """Make every later stamp sort after `order` (an `EpisodeName.order`)."""
+        seconds, micros, _ = order
+        stamp = datetime.datetime.strptime(seconds, '%Y%m%dT%H%M%S').replace(
+            microsecond=max(micros, 0))
+        with self._lock:
+            self._last = max(self._last, stamp)
 
-
-def _next_stamp():
-    # Strictly increasing, so two saves within one microsecond (or a clock step backwards)
-    # still produce names in write order.
-    global _clock_last
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
-    with _clock_lock:
-        stamp = max(now, _clock_last + datetime.timedelta(microseconds=1))
-        _clock_last = stamp
-    return stamp.strftime('%Y%m%dT%H%M%S') + f'.{stamp.microsecond:06d}'
+    def next_stamp(self):
+        now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+        with self._lock:
+            stamp = max(now, self._last + datetime.timedelta(microseconds=1))
+            self._last = stamp
+        return stamp.strftime('%Y%m%dT%H%M%S') + f'.{stamp.microsecond:06d}'
 
 
 def _fsync_directory(directory):
@@ -164,12 +165,13 @@ def _write_atomic(path, data):
     _fsync_directory(path.parent)
 
 
-def save_episode(directory, episode):
-    """Save a converted copy of `episode` under a fresh name in `directory`; returns the path."""
+def save_episode(directory, episode, clock=None):
+    """Save a converted copy of `episode` under a fresh name in `directory`; returns the path.
+    `clock` (an `EpisodeClock`) keeps the names of one folder in write order."""
     episode = convert_episode(episode)
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    name = f'{_next_stamp()}-{uuid.uuid4().hex}-{episode_length(episode)}.npz'
+    name = f'{(clock or EpisodeClock()).next_stamp()}-{uuid.uuid4().hex}-{episode_length(episode)}.npz'
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **episode)
     path = directory / name
@@ -241,6 +243,7 @@ class Replay:
         self.delete_evicted = bool(delete_evicted)
         self._seeds = np.random.SeedSequence(seed)
         self._lock = threading.RLock()
+        self._clock = EpisodeClock()
         self._loaded = []  # oldest first
         self._loaded_steps = 0
         self._loaded_bytes = 0
@@ -252,9 +255,9 @@ class Replay:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._load_directory()
         where = self.directory if self.directory is not None else 'memory'
-        print(f'Replay {where}: loaded {self._loaded_steps} steps in {len(self._loaded)} '
-              f'episodes ({self._loaded_bytes / 2**20:.1f} MiB); total {self._total_steps} '
-              f'steps in {self._total_episodes} episodes.', flush=True)
+        logger.info('Replay %s: loaded %d steps in %d episodes (%.1f MiB); total %d steps in %d '
+                    'episodes.', where, self._loaded_steps, len(self._loaded),
+                    self._loaded_bytes / 2**20, self._total_steps, self._total_episodes)
 
     # ---------------------------------------------------------------------------- start-up
 
@@ -283,9 +286,9 @@ class Replay:
         self._total_steps += sum(parsed.length for parsed in names.values())
         self._total_episodes += len(names)
         if names:
-            _clock_at_least(max(parsed.order for parsed in names.values()))
+            self._clock.at_least(max(parsed.order for parsed in names.values()))
         if ledger:
-            _clock_at_least(max(parse_filename(name).order for name in ledger))
+            self._clock.at_least(max(parse_filename(name).order for name in ledger))
         # Newest first, stopping before the episode that would exceed capacity (the same set the
         # eviction rule would keep), so nothing is loaded only to be evicted right away.
         loaded = []
@@ -295,8 +298,8 @@ class Replay:
             if self.capacity and loaded and steps + length > self.capacity:
                 break
             if length < self.minlen:
-                print(f'Replay: not loading {name}: {length} transitions < minlen '
-                      f'{self.minlen}.', flush=True)
+                logger.info('Replay: not loading %s: %d transitions < minlen %d.', name, length,
+                            self.minlen)
                 continue
             path = self.directory / name
             try:
@@ -341,16 +344,16 @@ class Replay:
             if steps and is_first:
                 # The env was reset while an episode was open (e.g. a driver reset after prefill):
                 # the old episode is unfinished and must not be glued onto this one (spec bug 8).
-                print(f'Replay: dropping unfinished episode of {len(steps) - 1} steps of worker '
-                      f'{worker} (environment was reset).', flush=True)
+                logger.info('Replay: dropping unfinished episode of %d steps of worker %s '
+                            '(environment was reset).', len(steps) - 1, worker)
                 steps.clear()
             if not steps and is_first is False:
                 # Continuation of an episode whose start was dropped; storing it would create an
                 # episode without its reset observation.
                 if worker not in self._discarding:
                     self._discarding.add(worker)
-                    print(f'Replay: worker {worker} is mid-episode with no open episode; '
-                          'dropping its steps until the next reset.', flush=True)
+                    logger.info('Replay: worker %s is mid-episode with no open episode; '
+                                'dropping its steps until the next reset.', worker)
                 return
             self._discarding.discard(worker)
             if steps:
@@ -382,13 +385,13 @@ class Replay:
     def _add(self, episode):
         length = episode_length(episode)
         if length < self.minlen:
-            print(f'Replay: skipping short episode of length {length} (minlen {self.minlen}).',
-                  flush=True)
+            logger.info('Replay: skipping short episode of length %d (minlen %d).', length,
+                        self.minlen)
             return None
         path = None
         if self.directory is not None:
             # Compress and write outside the lock: sampling continues meanwhile.
-            path = save_episode(self.directory, episode)
+            path = save_episode(self.directory, episode, self._clock)
         for value in episode.values():
             value.flags.writeable = False
         with self._lock:
@@ -475,12 +478,12 @@ class Replay:
             if steps is None:
                 # Views: loaded arrays are read-only and outlive eviction through these refs.
                 sequence = {k: v[index:index + length] for k, v in source.items()
-                            if not k.startswith('log_')}
+                            if is_model_input(k)}
             else:
                 window = steps[index:index + length]  # shallow copy; steps are never mutated
         if steps is not None:
             sequence = {k: np.stack([s[k] for s in window]) for k in window[0]
-                        if not k.startswith('log_')}
+                        if is_model_input(k)}
         is_first = np.zeros(length, bool)
         is_first[0] = True
         sequence['is_first'] = is_first
@@ -531,7 +534,7 @@ class Replay:
                 items = [(k, v.dtype, v.shape) for k, v in ongoing[0][0].items()]
             else:
                 raise ValueError(self._empty_message())
-        spec = {k: (dtype, shape) for k, dtype, shape in items if not k.startswith('log_')}
+        spec = {k: (dtype, shape) for k, dtype, shape in items if is_model_input(k)}
         spec['is_first'] = (np.dtype(bool), ())
         return spec
 

@@ -3,27 +3,30 @@ TF Serving runs, and its atomic, versioned save. See `python -m dreamerv2_tf.exp
 the signatures."""
 
 import json
+import logging
 import pathlib
 import shutil
 
 import tensorflow as tf
 
+logger = logging.getLogger(__name__)
+
 STATE_ACTION = 'prev_action'
 EXTRA_DIR = 'assets.extra'  # TF Serving's place for files beside a SavedModel
 
 
-def obs_specs(agent):
-    encoder = agent.wm.encoder
+def obs_specs(policy):
+    encoder = policy.encoder
     specs = {}
     for key in encoder.cnn_keys + encoder.mlp_keys:
-        space = agent.obs_space[key]
+        space = policy.obs_space[key]
         specs[key] = tf.TensorSpec([None, *space.shape], tf.as_dtype(space.dtype), name=key)
     specs['is_first'] = tf.TensorSpec([None], tf.bool, name='is_first')
     return specs
 
 
-def state_specs(agent):
-    latent, action = agent.initial_policy_state(1)
+def state_specs(policy):
+    latent, action = policy.initial_state(1)
     specs = {k: tf.TensorSpec([None, *v.shape[1:]], tf.float32, name=k) for k, v in latent.items()}
     specs[STATE_ACTION] = tf.TensorSpec([None, *action.shape[1:]], tf.float32, name=STATE_ACTION)
     return specs
@@ -34,18 +37,18 @@ def describe(spec):
 
 
 class PolicyModule:
-    """Builds the exported `tf.Module`: signature functions that close over the agent's networks.
+    """Builds the exported `tf.Module`: signature functions that close over the networks of a
+    `dreamerv2_tf.agent.policy.Policy` (encoder, RSSM and actor; no training head or optimizer).
 
     The module holds only the captured variables and the functions, no Keras or Python objects,
     so loading needs TensorFlow alone. It lists the raw variables explicitly so that TF1-style
     loaders (TF Serving, `saved_model_cli run`) can restore them."""
 
-    def __init__(self, agent, config, step):
-
-        self.agent = agent
-        self.discrete = agent.act_space['action'].discrete
-        self.obs = obs_specs(agent)
-        self.state = state_specs(agent)
+    def __init__(self, policy, config, step):
+        self.policy = policy
+        self.discrete = policy.act_space['action'].discrete
+        self.obs = obs_specs(policy)
+        self.state = state_specs(policy)
         seed = tf.TensorSpec([2], tf.int64, name='seed')
         inputs = {**self.obs, **self.state, 'seed': seed}
         metadata = self.metadata(config, step)
@@ -94,10 +97,10 @@ class PolicyModule:
 
     def _step(self, inputs, mode):
         inputs = self._check(inputs)
-        dtype = self.agent.wm.rssm.compute_dtype
+        dtype = self.policy.rssm.compute_dtype
         obs = {k: inputs[k] for k in self.obs}
         latent = {k: tf.cast(inputs[k], dtype) for k in self.state if k != STATE_ACTION}
-        outputs, (latent, action) = self.agent.policy_step(
+        outputs, (latent, action) = self.policy.step(
             obs, (latent, inputs[STATE_ACTION]), mode, inputs['seed'])
         result = {'action': tf.cast(outputs['action'], tf.float32)}
         if self.discrete:
@@ -107,14 +110,14 @@ class PolicyModule:
         return result
 
     def _initial_state(self, batch_size):
-        latent, action = self.agent.initial_policy_state(batch_size)
+        latent, action = self.policy.initial_state(batch_size)
         state = {k: tf.cast(v, tf.float32) for k, v in latent.items()}
         state[STATE_ACTION] = action
         return state
 
     def metadata(self, config, step):
         from dreamerv2_tf import config as configlib
-        space = self.agent.act_space['action']
+        space = self.policy.act_space['action']
         action = {'discrete': space.discrete, 'shape': list(space.shape),
                   'dtype': space.dtype.name, 'low': space.low.tolist(),
                   'high': space.high.tolist()}
@@ -122,7 +125,7 @@ class PolicyModule:
             'config': configlib.dump_yaml(config.to_dict()),
             'step': int(step),
             'task': config.task,
-            'precision': int(config.precision),
+            'precision': int(self.policy.precision),  # resolved (auto -> 16 or 32)
             'action_space': json.dumps(action),
             'observation_spec': json.dumps({k: describe(v) for k, v in self.obs.items()}),
             'state_spec': json.dumps({k: describe(v) for k, v in self.state.items()}),
@@ -153,7 +156,7 @@ def save_version(module, out, version):
 
 
 def export_agent(agent, config, out, version, step):
-    return save_version(PolicyModule(agent, config, step), out, version)
+    return save_version(PolicyModule(agent.acting, config, step), out, version)
 
 
 def export_config(config, precision):
@@ -163,20 +166,14 @@ def export_config(config, precision):
 
 def export_from_training(agent, config, logdir, step):
     """Called by the training loop every `export_every` steps: writes <logdir>/export/<step>
-    in float32 from a copy of the agent's weights."""
-    from dreamerv2_tf.agent import Agent
-    target = agent
-    if config.precision != 32:
-        target = Agent(export_config(config, 32), agent.obs_space, agent.act_space)
-        copy_weights(agent, target)
-    path = export_agent(target, config, pathlib.Path(logdir) / 'export', step, step)
-    print(f'Exported the policy to {path}.', flush=True)
+    in float32. A mixed-precision run exports a float32 copy of the encoder, RSSM and actor only."""
+    from dreamerv2_tf.agent.policy import float32_copy
+    from dreamerv2_tf.agent.world_model import preprocess
+    policy = agent.acting
+    if policy.precision != 32:
+        policy = float32_copy(policy, lambda obs: preprocess(obs, config, tf.float32))
+        # The policy's step is the same in float32; its config records the exported precision.
+    module = PolicyModule(policy, config.update(precision=32), step)
+    path = save_version(module, pathlib.Path(logdir) / 'export', step)
+    logger.info('Exported the policy to %s.', path)
     return path
-
-
-def copy_weights(source, target):
-    sources = {v.path: v for net in source.networks for v in net.variables}
-    for net in target.networks:
-        for var in net.variables:
-            var.assign(sources[var.path])
-    target.step.assign(source.step)

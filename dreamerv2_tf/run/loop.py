@@ -1,0 +1,315 @@
+"""The training loop (spec 6) as a library piece: collect with the policy, store episodes, train
+from replay, evaluate, log, checkpoint and export.
+
+`Trainer` builds none of its parts itself; it is given factories, so that the command
+(`dreamerv2_tf.train`) wires in the real ones and tests wire in stubs:
+
+    make_agent(obs_space, act_space) -> agent   # policy, train, report, initial_*_state, step
+    make_replay(directory, mode) -> Replay      # mode 'train' or 'eval'
+    make_logger(logdir) -> run.logger.Logger
+    train_envs, eval_envs                       # BatchEnvs (eval_envs may be None)
+    check_stop() -> None                        # raises StopRequested between env steps
+    export(agent, step) -> None                 # every `export_every` steps (None: no exports)
+
+The agent's `step` variable is the loop's only step counter (agent steps; logged x
+`action_repeat`): the loop advances it and the checkpoint stores it. Messages go to this module's
+`logging` logger; the command shows them on stdout.
+"""
+
+import logging
+import pathlib
+import re
+import signal
+import time
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Policy videos are capped so that one long episode (Atari allows 27,000 steps) cannot put
+# megabytes of GIF into the event file at every evaluation.
+MAX_VIDEO_FRAMES = 1000
+
+
+class Every:
+    """True on the first call, then whenever `step` is at least `every` past the last trigger."""
+
+    def __init__(self, every):
+        self.every = every
+        self.last = None
+
+    def __call__(self, step):
+        if not self.every:
+            return False
+        if self.last is None:
+            self.last = step
+            return True
+        if step >= self.last + self.every:
+            self.last += self.every * ((step - self.last) // self.every)
+            return True
+        return False
+
+
+def episode_scalars(episode, mode, config):
+    """`sum_/mean_/max_<mode>_<key>` of the episode keys matching `log_keys_sum/mean/max`
+    (max: over time, then the mean of the remaining dimensions)."""
+    reductions = {'sum': np.sum, 'mean': np.mean, 'max': lambda v: v.max(0).mean()}
+    scalars = {}
+    for key, value in episode.items():
+        for kind, reduce in reductions.items():
+            if re.search(config[f'log_keys_{kind}'], key):  # converted only when matched
+                scalars[f'{kind}_{mode}_{key}'] = float(reduce(value.astype(np.float64)))
+    return scalars
+
+
+class StopRequested(Exception):
+    """Raised by `check_stop` between env steps (the command does so after SIGTERM or SIGINT);
+    the loop saves a checkpoint and lets it propagate."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class ResumeError(RuntimeError):
+    """The logdir's checkpoint cannot be restored into this agent."""
+
+
+class Trainer:
+    """One training run on `logdir`, resumed from its latest checkpoint if there is one."""
+
+    def __init__(self, config, logdir, train_envs, eval_envs, make_agent, make_replay,
+                 make_logger, check_stop=None, export=None):
+        import tensorflow as tf
+        from dreamerv2_tf.run import logger as loglib
+        from dreamerv2_tf.run.checkpoint import Checkpoint
+        from dreamerv2_tf.run.driver import Driver
+
+        self.config, self.logdir = config, pathlib.Path(logdir)
+        self.check_stop = check_stop or (lambda: None)
+        self.export = export  # given, not imported: serving sits above run/ in the layering
+        self.train_replay = make_replay(self.logdir / 'train_episodes', 'train')
+        self.eval_replay = make_replay(self.logdir / 'eval_episodes', 'eval')
+        self.logger = make_logger(self.logdir)
+        self.progress = loglib.ProgressLine(multiplier=config.action_repeat)
+        self.agent = make_agent(train_envs.obs_space, train_envs.act_space)
+
+        self.should_log = Every(config.log_every)
+        self.should_train = Every(config.train_every)
+        self.should_video = Every(config.eval_every)
+        self.should_export = Every(config.export_every)
+        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name='updates')
+        # The train schedule's last trigger (-1: none yet) is saved so that a resumed run trains
+        # at the steps the uninterrupted run would have, with no extra or missing update.
+        self.train_last = tf.Variable(-1, dtype=tf.int64, trainable=False, name='train_last')
+        directory = self.logdir / 'checkpoints'
+        self.checkpoint = Checkpoint(directory, self.agent,
+                                     {'updates': self.updates, 'train_last': self.train_last})
+        try:
+            try:
+                self.restored = self.checkpoint.restore()
+            except ValueError:
+                # Checkpoints written before `train_last` existed lack it; they restore without.
+                self.restored = Checkpoint(directory, self.agent,
+                                           {'updates': self.updates}).restore()
+        except (tf.errors.OpError, ValueError) as e:
+            raise ResumeError(f'cannot resume from {directory}: {str(e).splitlines()[0]}') from None
+        if self.restored:
+            if int(self.train_last.numpy()) >= 0:
+                self.should_train.last = int(self.train_last.numpy())
+            log.info(f'Resumed from {self.restored} at step {self.step} '
+                     f'({int(self.updates.numpy())} updates).')
+        log.info(f'Logdir {self.logdir}; task {config.task}; {len(train_envs)} train env(s); '
+                 f'observations {sorted(train_envs.obs_space)}{_encoder_keys(self.agent)}.')
+
+        self.last_return = None
+        self.metrics = {}  # name -> values since the last log write
+        self.eval_video_due = True
+        self.last_save = time.monotonic()
+
+        self.train_driver = Driver(train_envs)
+        self.train_driver.on_reset(self.train_replay.add_step)
+        self.train_driver.on_step(self._on_train_step)
+        self.train_driver.on_episode(lambda episode, worker: self.per_episode(episode, 'train'))
+        self.eval_driver = None
+        if eval_envs is not None:
+            self.eval_driver = Driver(eval_envs)
+            self.eval_driver.on_step(lambda transition, worker: self.check_stop())
+            self.eval_driver.on_episode(self._on_eval_episode)
+
+    @property
+    def step(self):
+        """Agent steps so far, read from the agent's (checkpointed) step variable."""
+        return int(self.agent.step.numpy())
+
+    # Callbacks ----------------------------------------------------------------------------------
+
+    def _on_train_step(self, transition, worker):
+        self.agent.step.assign_add(1)
+        self.train_replay.add_step(transition, worker)
+        self.check_stop()
+
+    def _on_eval_episode(self, episode, worker):
+        self.eval_replay.add_episode(episode)  # first, so that the logged stats include it
+        self.per_episode(episode, 'eval')
+
+    def per_episode(self, episode, mode):
+        from dreamerv2_tf.run import logger as loglib
+        config, logger, step = self.config, self.logger, self.step
+        length = len(episode['reward']) - 1
+        score = float(episode['reward'].astype(np.float64).sum())
+        loglib.break_progress_line()
+        log.info(f'{mode.title()} episode has {length} steps and return {score:.1f}.')
+        if mode == 'train':
+            self.last_return = score
+        logger.scalar(f'{mode}_return', score)
+        logger.scalar(f'{mode}_length', length)
+        logger.add(episode_scalars(episode, mode, config))
+        if mode == 'train':
+            video = self.should_video(step)
+        else:
+            video, self.eval_video_due = self.eval_video_due, False  # one per evaluation
+        if video:
+            for key in config.log_keys_video:
+                if key in episode:
+                    logger.video(f'{mode}_policy_{key}', episode[key][:MAX_VIDEO_FRAMES])
+        replay = self.train_replay if mode == 'train' else self.eval_replay
+        logger.add(replay.stats, prefix=mode)
+        logger.write(step)
+
+    def _train_step(self, transition, worker):
+        """Runs after every train env step: updates, logging, periodic saves and exports."""
+        config, step = self.config, self.step
+        if self.should_train(step):
+            for _ in range(config.train_steps):
+                self.update()
+        if self.should_log(step):
+            for name, values in self.metrics.items():
+                self.logger.scalar(name, float(np.mean(np.asarray(values, np.float64))))
+            self.metrics.clear()
+            self.logger.add(self.agent.report(next(self.report_dataset)), prefix='train')
+            self.logger.rate('updates_per_sec', int(self.updates.numpy()))
+            self.logger.write(step, fps=True)
+        if config.save_every and time.monotonic() - self.last_save > 60 * config.save_every:
+            self.save('periodic')
+        if self.should_export(step) and self.export is not None:
+            self.export(self.agent, step)
+        self.progress.update(step, config.steps, ret=self.last_return,
+                             updates=int(self.updates.numpy()))
+
+    # Policies and updates -----------------------------------------------------------------------
+
+    def train_policy(self, obs, state):
+        if state is None:
+            state = self.agent.initial_policy_state(len(obs['is_first']))
+        # expl_until counts frames; 0 means the exploration behaviour always collects.
+        until = self.config.expl_until // self.config.action_repeat
+        explore = not self.config.expl_until or self.step < until
+        return self.agent.policy(obs, state, 'explore' if explore else 'train')
+
+    def eval_policy(self, obs, state):
+        if state is None:
+            state = self.agent.initial_policy_state(len(obs['is_first']))
+        return self.agent.policy(obs, state, 'eval')
+
+    def update(self):
+        self.train_state, metrics = self.agent.train(next(self.train_dataset), self.train_state)
+        self.updates.assign_add(1)
+        for name, value in metrics.items():
+            self.metrics.setdefault(name, []).append(float(value))
+
+    def save(self, reason):
+        last = self.should_train.last
+        self.train_last.assign(-1 if last is None else last)
+        path = self.checkpoint.save()
+        self.last_save = time.monotonic()
+        log.info(f'Saved checkpoint {path} ({reason}, step {self.step}).')
+
+    # Phases -------------------------------------------------------------------------------------
+
+    def run(self):
+        """Prefill, pretrain, then training phases of `eval_every` steps each preceded by an
+        evaluation, and a final evaluation. Returns a summary dict. A `StopRequested` from
+        `check_stop` saves a checkpoint, then propagates."""
+        try:
+            self.prefill()
+            self.make_datasets()
+            if not self.restored:
+                for _ in range(self.config.pretrain):
+                    self.update()
+                    self.check_stop()
+            self.train_driver.on_step(self._train_step)
+            self.should_export(self.step)  # the first export comes `export_every` steps later
+            while self.step < self.config.steps:
+                self.evaluate()
+                remaining = int(self.config.steps - self.step)
+                self.train_driver(self.train_policy, steps=min(int(self.config.eval_every),
+                                                               remaining))
+                self.save('end of training phase')
+            if self.last_eval_step != self.step:
+                self.evaluate()  # the final policy is scored too (the original stopped before)
+        except StopRequested as stop:
+            self.save(f'on {stop}')
+            self.logger.write(self.step)
+            raise
+        finally:
+            self.progress.close()
+            self.logger.close()
+            # Release the tf.data generators now: left to interpreter shutdown they fail noisily.
+            self.train_dataset = self.report_dataset = self.eval_dataset = None
+        log.info(f'Training finished at step {self.step}.')
+        return {'step': self.step, 'updates': int(self.updates.numpy()),
+                'logdir': str(self.logdir)}
+
+    def prefill(self):
+        """Random-policy steps up to `prefill` (at least one episode). The partial episode it
+        leaves behind is dropped, not glued onto the next one (spec 17.8)."""
+        from dreamerv2_tf.run.driver import RandomPolicy
+        policy = RandomPolicy(self.train_driver.env.act_space, seed=self.config.seed)
+        steps = max(0, self.config.prefill - self.step)
+        if steps or not self.train_replay.stats['loaded_episodes']:
+            log.info(f'Prefill: {steps} random steps (at least one episode).')
+            self.train_driver(policy, steps=steps, episodes=1)
+            self.train_driver.reset()
+            self.train_replay.clear_ongoing()
+
+    train_dataset = report_dataset = eval_dataset = None
+    last_eval_step = None
+
+    def dataset(self, replay):
+        # Deterministic runs sample each batch on request: prefetching samples at moments that
+        # depend on thread timing while episodes are being added.
+        prefetch = 0 if self.config.deterministic else 5
+        return iter(replay.dataset(self.config.dataset.batch, self.config.dataset.length,
+                                   prefetch))
+
+    def make_datasets(self):
+        self.train_dataset = self.dataset(self.train_replay)
+        self.report_dataset = self.dataset(self.train_replay)
+        self.train_state = self.agent.initial_train_state(self.config.dataset.batch)
+
+    def evaluate(self):
+        """Eval episodes with the current weights, then the open-loop report on eval data. The
+        eval dataset starts once an eval episode long enough to sample is stored (the original
+        ran a random eval episode for it, and crashed without one, spec 17.18)."""
+        step = self.step
+        self.logger.write(step)
+        self.last_eval_step = step
+        if self.eval_driver is None:
+            return
+        self.eval_driver.reset()  # fresh episodes with the current weights
+        self.eval_video_due = True
+        self.eval_driver(self.eval_policy, episodes=self.config.eval_eps)
+        if self.eval_dataset is None and self.eval_replay.stats['loaded_episodes']:
+            self.eval_dataset = self.dataset(self.eval_replay)
+        if self.eval_dataset is not None:
+            self.logger.add(self.agent.report(next(self.eval_dataset)), prefix='eval')
+            self.logger.write(self.step)
+
+
+def _encoder_keys(agent):
+    """The encoder's CNN and MLP keys, for agents that have a world model."""
+    encoder = getattr(getattr(agent, 'wm', None), 'encoder', None)
+    if encoder is None:
+        return ''
+    return f'; encoder CNN {encoder.cnn_keys}, MLP {encoder.mlp_keys}'

@@ -1,0 +1,177 @@
+"""`python -m dreamerv2_tf.bench` with tiny budgets: train and policy print positive medians;
+learn writes its report, bins eval returns like the paper, resumes seed by seed and refuses
+other settings on the same root."""
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import command_env, run_module
+
+ATARI_TINY = ['--configs', 'defaults', 'atari', 'tiny']
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def test_bench_train_prints_a_positive_median():
+    code, output, _ = run_module('dreamerv2_tf.bench', [
+        'train', *ATARI_TINY, '--steps', '1', '--warmup', '1'], timeout=240)
+    assert code == 0, output[-3000:]
+    steps = re.findall(r'^  step (\d+)/2 \((warm-up|timed)\): ([\d.]+) s$', output, re.M)
+    assert [(s, kind) for s, kind, _ in steps] == [('1', 'warm-up'), ('2', 'timed')], output[-2000:]
+    match = re.search(r'^train step, batch 3 x 16, .*: median ([\d.]+) s over 1 steps '
+                      r'\(min ([\d.]+), max ([\d.]+)\)$', output, re.M)
+    assert match, output[-2000:]
+    median, low, high = map(float, match.groups())
+    assert median > 0
+    # One timed step: its median, min and max are that step's time.
+    assert median == low == high == float(steps[1][2])
+
+
+def test_bench_policy_prints_a_positive_median():
+    code, output, _ = run_module('dreamerv2_tf.bench', [
+        'policy', *ATARI_TINY, '--batch', '1', '--calls', '3', '--warmup', '1'], timeout=240)
+    assert code == 0, output[-3000:]
+    medians = re.findall(r'^agent\.policy \(eval\), batch (\d+): median ([\d.]+) ms over (\d+) '
+                         r'calls$', output, re.M)
+    assert len(medians) == 1, output[-2000:]
+    batch, median, calls = medians[0]
+    assert (batch, calls) == ('1', '3') and float(median) > 0
+    assert 'SavedModel' not in output  # no --saved-model given
+
+
+# bench learn ------------------------------------------------------------------------------------
+
+STEPS = 300
+
+
+def learn_args(root, out, seeds, steps=STEPS):
+    return ['learn', '--configs', 'defaults', 'cartpole', 'tiny', '--steps', str(steps),
+            '--seeds', str(seeds), '--root', str(root), '--out', str(out), '--eval_every', '150',
+            '--prefill', '150', '--random-episodes', '2']
+
+
+def eval_points(metrics_path):
+    steps, values = [], []
+    for line in metrics_path.read_text().splitlines():
+        row = json.loads(line)
+        if row.get('eval_return') is not None:
+            steps.append(float(row['step']))
+            values.append(float(row['eval_return']))
+    return np.array(steps), np.array(values)
+
+
+def binned_means(steps, values, borders, size):
+    """Mean per bin (border - size, border], None for an empty bin: a plain loop."""
+    result = []
+    for border in borders:
+        inside = [v for s, v in zip(steps, values) if border - size < s <= border]
+        result.append(sum(inside) / len(inside) if inside else None)
+    return result
+
+
+def check_table(out, root, seeds):
+    results = json.loads((out / 'results.json').read_text())
+    config_text = (root / 'seed0' / 'config.yaml').read_text()
+    repeat = int(re.search(r'^action_repeat: (\d+)', config_text, re.M).group(1))
+    # Gym tasks: bins of a tenth of the run's frames.
+    size = STEPS * repeat / 10
+    assert results['bin_frames'] == pytest.approx(size)
+    borders = [size * k for k in range(1, 11)]
+    assert [row['frames'] for row in results['rows']] == [int(b) for b in borders]
+    per_seed = []
+    for seed in range(seeds):
+        steps, values = eval_points(root / f'seed{seed}' / 'metrics.jsonl')
+        assert len(steps) >= 2  # eval_every 150 over 300 steps
+        per_seed.append(binned_means(steps, values, borders, size))
+    filled = 0
+    for index, row in enumerate(results['rows']):
+        expected = [per_seed[seed][index] for seed in range(seeds)]
+        assert len(row['seeds']) == seeds
+        for got, want in zip(row['seeds'], expected):
+            if want is None:
+                assert got is None
+            else:
+                assert got == pytest.approx(want, rel=1e-9)
+        present = [v for v in expected if v is not None]
+        assert row['count'] == len(present)
+        if present:
+            filled += 1
+            assert row['mean'] == pytest.approx(sum(present) / len(present), rel=1e-9)
+            assert row['min'] == pytest.approx(min(present))
+            assert row['max'] == pytest.approx(max(present))
+    assert filled >= 2
+    table = (out / 'table.md').read_text()
+    header = table.splitlines()[0]
+    assert re.findall(r'seed (\d+)', header) == [str(s) for s in range(seeds)]
+    # One table line per bin holding an evaluation, with the seed means rounded.
+    lines = [line for line in table.splitlines() if re.match(r'\| [\d,]+ \|', line)]
+    assert len(lines) == filled
+    return results
+
+
+@pytest.fixture(scope='module')
+def learned(tmp_path_factory):
+    base = tmp_path_factory.mktemp('learn')
+    root, out = base / 'R', base / 'O'
+    args = learn_args(root, out, 1)
+    code, output, _ = run_module('dreamerv2_tf.bench', args, timeout=300)
+    assert code == 0, output[-3000:]
+    return root, out, args, output
+
+
+def test_learn_writes_the_report_with_the_binned_eval_returns(learned):
+    root, out, args, output = learned
+    for name in ('table.md', 'results.json', 'curves.png', 'README.md'):
+        assert (out / name).is_file(), name
+    assert (out / 'curves.png').read_bytes()[:8] == PNG_MAGIC
+    readme = (out / 'README.md').read_text()
+    assert shlex.join(['python', '-m', 'dreamerv2_tf.bench', *args]) in readme
+    copied = out / 'seed0' / 'metrics.jsonl'
+    assert copied.read_bytes() == (root / 'seed0' / 'metrics.jsonl').read_bytes()
+    results = check_table(out, root, 1)
+    assert results['steps'] == STEPS and results['seeds'][0]['finished'] is True
+    assert len(results['random_returns']) == 2
+    # CartPole pays +1 per step: a random episode returns at least 1 and at most 500.
+    assert all(1 <= r <= 500 for r in results['random_returns'])
+    assert f"Random policy: mean return {np.mean(results['random_returns']):.1f}." in \
+        (out / 'table.md').read_text()
+    log = (root / 'seed0' / 'train.log').read_text()
+    assert log.count('\n$ ') + log.startswith('$ ') == 1
+
+
+def test_learn_rerun_skips_finished_seeds_and_runs_new_ones(learned):
+    root, out, _, _ = learned
+    log_before = (root / 'seed0' / 'train.log').read_bytes()
+    metrics_before = (root / 'seed0' / 'metrics.jsonl').read_bytes()
+    code, output, _ = run_module('dreamerv2_tf.bench', learn_args(root, out, 2), timeout=300)
+    assert code == 0, output[-3000:]
+    assert 'seed 0: finished before' in output
+    assert (root / 'seed0' / 'train.log').read_bytes() == log_before
+    assert (root / 'seed0' / 'metrics.jsonl').read_bytes() == metrics_before
+    log1 = (root / 'seed1' / 'train.log').read_text()
+    assert log1.startswith('$ ') and log1.count('\n$ ') == 0
+    assert '--seed 1' in log1.splitlines()[0]
+    assert 'Training finished at step 300.' in log1
+    assert (out / 'seed1' / 'metrics.jsonl').exists()
+    assert 'Random policy:' not in output.split('Learning benchmark')[0]  # random.json reused
+    results = check_table(out, root, 2)
+    assert [s['seed'] for s in results['seeds']] == [0, 1]
+
+
+def test_learn_refuses_other_steps_on_the_same_root(learned):
+    root, out, _, _ = learned
+    result = subprocess.run(
+        [sys.executable, '-m', 'dreamerv2_tf.bench', *learn_args(root, out, 1, steps=400)],
+        capture_output=True, text=True, timeout=120, env=command_env())
+    assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()
+             and not line.startswith(('WARNING: All log', 'I0000', 'E0000', 'W0000'))]
+    assert len(lines) == 1 and lines[0].startswith('error: '), lines
+    assert 'steps' in lines[0] and str(root) in lines[0]
+    assert not (root / 'seed0' / 'train.log').read_text().count('--steps 400')
+    assert json.loads((root / 'bench.json').read_text())['steps'] == STEPS

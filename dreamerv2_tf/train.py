@@ -164,15 +164,19 @@ def messages_on_stdout():
     logger = logging.getLogger('dreamerv2_tf')
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter('%(message)s'))
-    level = logger.level
+    level, propagate = logger.level, logger.propagate
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
+    # Not also to the root logger: a handler there (some libraries add one) would print each
+    # message a second time.
+    logger.propagate = False
     logger.addHandler(handler)
     try:
         yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 # The entry point ---------------------------------------------------------------------------------

@@ -2,24 +2,31 @@
 learn writes its report, bins eval returns like the paper, resumes seed by seed and refuses
 other settings on the same root."""
 
+import contextlib
+import io
 import json
 import re
 import shlex
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import command_env, run_module
 
 ATARI_TINY = ['--configs', 'defaults', 'atari', 'tiny']
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
-def test_bench_train_prints_a_positive_median():
-    code, output, _ = run_module('dreamerv2_tf.bench', [
-        'train', *ATARI_TINY, '--steps', '1', '--warmup', '1'], timeout=240)
+def bench(args, capsys):
+    """Runs `python -m dreamerv2_tf.bench args` in-process: (exit code, stdout + stderr)."""
+    from dreamerv2_tf.bench import main
+    capsys.readouterr()  # drop anything printed before
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+def test_bench_train_prints_a_positive_median(capsys):
+    code, output = bench(['train', *ATARI_TINY, '--steps', '1', '--warmup', '1'], capsys)
     assert code == 0, output[-3000:]
     steps = re.findall(r'^  step (\d+)/2 \((warm-up|timed)\): ([\d.]+) s$', output, re.M)
     assert [(s, kind) for s, kind, _ in steps] == [('1', 'warm-up'), ('2', 'timed')], output[-2000:]
@@ -32,9 +39,9 @@ def test_bench_train_prints_a_positive_median():
     assert median == low == high == float(steps[1][2])
 
 
-def test_bench_policy_prints_a_positive_median():
-    code, output, _ = run_module('dreamerv2_tf.bench', [
-        'policy', *ATARI_TINY, '--batch', '1', '--calls', '3', '--warmup', '1'], timeout=240)
+def test_bench_policy_prints_a_positive_median(capsys):
+    code, output = bench(['policy', *ATARI_TINY, '--batch', '1', '--calls', '3', '--warmup', '1'],
+                         capsys)
     assert code == 0, output[-3000:]
     medians = re.findall(r'^agent\.policy \(eval\), batch (\d+): median ([\d.]+) ms over (\d+) '
                          r'calls$', output, re.M)
@@ -46,13 +53,27 @@ def test_bench_policy_prints_a_positive_median():
 
 # bench learn ------------------------------------------------------------------------------------
 
-STEPS = 300
+# The smallest budget that still gives two evaluations (after prefill and at the end) in two
+# different bins of the table; the training runs stay processes, as the command makes them.
+STEPS = 150
 
 
 def learn_args(root, out, seeds, steps=STEPS):
     return ['learn', '--configs', 'defaults', 'cartpole', 'tiny', '--steps', str(steps),
-            '--seeds', str(seeds), '--root', str(root), '--out', str(out), '--eval_every', '150',
-            '--prefill', '150', '--random-episodes', '2']
+            '--seeds', str(seeds), '--root', str(root), '--out', str(out), '--eval_every', '50',
+            '--prefill', '100', '--random-episodes', '2']
+
+
+def bench_learn(args):
+    """Runs `python -m dreamerv2_tf.bench args` in-process (it spawns the training runs):
+    (exit code, stdout + stderr)."""
+    from dreamerv2_tf.bench import main
+    output = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv('PYTHONUNBUFFERED', '1')  # as the command's children get it from a shell
+        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+            code = main(list(args))
+    return code, output.getvalue()
 
 
 def eval_points(metrics_path):
@@ -86,7 +107,7 @@ def check_table(out, root, seeds):
     per_seed = []
     for seed in range(seeds):
         steps, values = eval_points(root / f'seed{seed}' / 'metrics.jsonl')
-        assert len(steps) >= 2  # eval_every 150 over 300 steps
+        assert len(steps) >= 2  # after prefill (100 steps) and at the end
         per_seed.append(binned_means(steps, values, borders, size))
     filled = 0
     for index, row in enumerate(results['rows']):
@@ -119,7 +140,7 @@ def learned(tmp_path_factory):
     base = tmp_path_factory.mktemp('learn')
     root, out = base / 'R', base / 'O'
     args = learn_args(root, out, 1)
-    code, output, _ = run_module('dreamerv2_tf.bench', args, timeout=300)
+    code, output = bench_learn(args)
     assert code == 0, output[-3000:]
     return root, out, args, output
 
@@ -148,7 +169,7 @@ def test_learn_rerun_skips_finished_seeds_and_runs_new_ones(learned):
     root, out, _, _ = learned
     log_before = (root / 'seed0' / 'train.log').read_bytes()
     metrics_before = (root / 'seed0' / 'metrics.jsonl').read_bytes()
-    code, output, _ = run_module('dreamerv2_tf.bench', learn_args(root, out, 2), timeout=300)
+    code, output = bench_learn(learn_args(root, out, 2))
     assert code == 0, output[-3000:]
     assert 'seed 0: finished before' in output
     assert (root / 'seed0' / 'train.log').read_bytes() == log_before
@@ -156,22 +177,23 @@ def test_learn_rerun_skips_finished_seeds_and_runs_new_ones(learned):
     log1 = (root / 'seed1' / 'train.log').read_text()
     assert log1.startswith('$ ') and log1.count('\n$ ') == 0
     assert '--seed 1' in log1.splitlines()[0]
-    assert 'Training finished at step 300.' in log1
+    assert f'Training finished at step {STEPS}.' in log1
     assert (out / 'seed1' / 'metrics.jsonl').exists()
     assert 'Random policy:' not in output.split('Learning benchmark')[0]  # random.json reused
     results = check_table(out, root, 2)
     assert [s['seed'] for s in results['seeds']] == [0, 1]
 
 
-def test_learn_refuses_other_steps_on_the_same_root(learned):
+def test_learn_refuses_other_steps_on_the_same_root(learned, capsys):
+    from dreamerv2_tf.bench import main
     root, out, _, _ = learned
-    result = subprocess.run(
-        [sys.executable, '-m', 'dreamerv2_tf.bench', *learn_args(root, out, 1, steps=400)],
-        capture_output=True, text=True, timeout=120, env=command_env())
-    assert result.returncode == 2, result.stdout[-1000:] + result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()
-             and not line.startswith(('WARNING: All log', 'I0000', 'E0000', 'W0000'))]
+    other = STEPS + 100
+    capsys.readouterr()
+    code = main(learn_args(root, out, 1, steps=other))  # `python -m` exits with this code
+    stdout, stderr = capsys.readouterr()
+    assert code == 2, stdout[-1000:] + stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith('error: '), lines
     assert 'steps' in lines[0] and str(root) in lines[0]
-    assert not (root / 'seed0' / 'train.log').read_text().count('--steps 400')
+    assert not (root / 'seed0' / 'train.log').read_text().count(f'--steps {other}')
     assert json.loads((root / 'bench.json').read_text())['steps'] == STEPS

@@ -35,11 +35,11 @@ def event_tags(logdir):
     return set(tags['tensors']), set(tags['images'])
 
 
-def check_run_artefacts(logdir, code, output, seconds):
+def check_run_artefacts(logdir, code, output, seconds, steps=3000):
     # `seconds` is not checked: no test asserts on wall-clock time (the machine may be loaded).
     assert code == 0, output[-3000:]
     assert 'Prefill:' in output and 'Eval episode has' in output
-    assert 'Training finished at step 3000.' in output
+    assert f'Training finished at step {steps}.' in output
     lines = metrics_lines(logdir)
     losses = [line for line in lines if 'model_loss' in line]
     assert losses and all(np.isfinite(line['model_loss']) for line in losses)
@@ -65,13 +65,23 @@ def test_atari_end_to_end(atari_run):
     check_run_artefacts(*atari_run)
 
 
+DMC_STEPS = 100
+
+
 def test_dmc_pixels_end_to_end(tmp_path):
     logdir = tmp_path / 'run'
+    # The smallest budget that still covers every check. A time limit of 50 agent steps cuts
+    # episodes the way DMC's own 1000-frame limit does (not terminal), only sooner: prefill (at
+    # least one episode) ends at step 50 with a train episode and its video; an evaluation there
+    # (episode, video, open-loop report); one training phase of 50 steps (10 updates) with two
+    # metric writes 25 steps apart (fps and updates_per_sec need two) and a second train episode;
+    # its checkpoint; and the final evaluation.
     result = run_module('dreamerv2_tf.train', [
         '--configs', 'defaults', 'dmc_vision', 'tiny', '--task', 'dmc_cartpole_swingup',
-        '--logdir', str(logdir), '--steps', '3000'],
+        '--logdir', str(logdir), '--steps', str(DMC_STEPS), '--prefill', '50',
+        '--eval_every', '50', '--log_every', '25', '--time_limit', '50'],
         timeout=1200)  # a hang guard for a loaded machine, not a speed test
-    check_run_artefacts(logdir, *result)
+    check_run_artefacts(logdir, *result, steps=DMC_STEPS)
     episode = load_episode(sorted((logdir / 'train_episodes').glob('*.npz'))[0])
     assert episode['image'].shape[1:] == (64, 64, 3) and episode['action'].shape[1:] == (1,)
 

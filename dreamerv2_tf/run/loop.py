@@ -189,6 +189,7 @@ class Trainer:
             self.metrics.clear()
             self.logger.add(self.agent.report(next(self.report_dataset)), prefix='train')
             self.logger.rate('updates_per_sec', int(self.updates.numpy()))
+            self.logger.scalar('updates', int(self.updates.numpy()))  # running total
             self.logger.write(step, fps=True)
         if config.save_every and time.monotonic() - self.last_save > 60 * config.save_every:
             self.save('periodic')

@@ -30,6 +30,14 @@ import numpy as np
 from dreamerv2_tf.protocol import is_model_input
 
 
+def count(text):
+    """A whole number that may be written like 5e4."""
+    value = float(text)
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f'{text} is not a whole number')
+    return int(value)
+
+
 def parse(argv):
     parser = argparse.ArgumentParser(
         prog='python -m dreamerv2_tf.bench', description=__doc__.split('\n\n')[0],
@@ -37,7 +45,8 @@ def parse(argv):
     parser.add_argument('what', choices=('train', 'policy', 'learn'), help='what to measure')
     parser.add_argument('--configs', nargs='+', default=['defaults', 'atari'],
                         help='config blocks (default: defaults atari)')
-    parser.add_argument('--steps', type=int, default=5, help='timed train steps (train)')
+    parser.add_argument('--steps', type=count, default=5,
+                        help='timed train steps (train); agent steps per seed (learn), e.g. 5e4')
     parser.add_argument('--warmup', type=int, default=2, help='untimed steps first')
     parser.add_argument('--batch', type=int, nargs='+', default=[1, 64],
                         help='policy batch sizes (policy)')
@@ -211,13 +220,6 @@ def main(argv=None):
     from dreamerv2_tf import config as configlib
 
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ['learn'] and '--steps' in argv:  # agent steps may be written 5e4
-        index = argv.index('--steps') + 1
-        if index < len(argv):
-            try:
-                argv = argv[:index] + [str(int(float(argv[index])))] + argv[index + 1:]
-            except ValueError:
-                pass
     args, rest = parse(argv)
     try:
         config = configlib.parse_flags(configlib.compose(args.configs), rest)

@@ -67,14 +67,22 @@ def paper_curves(task):
     return curves
 
 
-def paper_at(curves, x):
-    """Mean and std over the paper's seeds of their values at frames `x` (the bin whose right
-    border is the first at or after x); None when no seed reaches x."""
+def paper_values(curves, x, exact=False):
+    """The paper's seeds' values at frames `x`: each seed's bin whose right border is the first at
+    or after x (with `exact`, only seeds with a border at x itself); seeds that end before x are
+    left out."""
     values = []
     for xs, ys in curves:
         index = np.searchsorted(xs, x)
-        if index < len(xs):
-            values.append(ys[index])
+        if index < len(xs) and (not exact or xs[index] == x):
+            values.append(float(ys[index]))
+    return values
+
+
+def paper_at(curves, x):
+    """Mean and std over the paper's seeds of their values at frames `x` (see `paper_values`);
+    None when no seed reaches x."""
+    values = paper_values(curves, x)
     if not values:
         return None
     return float(np.mean(values)), float(np.std(values))

@@ -182,9 +182,7 @@ def paper_rows(task, borders):
         return None
     rows = []
     for border in borders:
-        values = [float(ys[np.searchsorted(xs, border)]) for xs, ys in curves
-                  if np.searchsorted(xs, border) < len(xs) and xs[np.searchsorted(xs, border)]
-                  == border]
+        values = plotlib.paper_values(curves, border, exact=True)
         rows.append({'frames': int(border), 'mean': float(np.mean(values)) if values else None,
                      'min': float(np.min(values)) if values else None,
                      'max': float(np.max(values)) if values else None, 'count': len(values)})
@@ -230,8 +228,7 @@ def draw(path, task, curves, rows, paper_curves, random_mean, title):
     if paper_curves:
         grid = np.unique(np.concatenate([xs for xs, _ in paper_curves]))
         grid = grid[grid <= max([1] + [f.max() for f, _ in curves if len(f)]) * 1.5]
-        stats = [[ys[np.searchsorted(xs, x)] for xs, ys in paper_curves
-                  if np.searchsorted(xs, x) < len(xs)] for x in grid]
+        stats = [plotlib.paper_values(paper_curves, x) for x in grid]
         keep = [i for i, s in enumerate(stats) if s]
         grid = grid[keep]
         stats = [stats[i] for i in keep]

@@ -1,6 +1,7 @@
 """Benchmarks that are too slow for tests.
 
     python -m dreamerv2_tf.bench train [--configs defaults atari] [--precision 32] [--steps 5]
+                                       [--profile runs/profile]
     python -m dreamerv2_tf.bench policy [--configs defaults atari] [--batch 1 64] [--calls 200]
                                         [--saved-model export/models/pong/3000]
     python -m dreamerv2_tf.bench learn --task dmc_cartpole_balance \
@@ -8,7 +9,9 @@
         [--root runs/learning/NAME] [--out benchmarks/learning/NAME]
 
 `train` times full agent updates (world model, actor and critic) on a random batch of the
-configured size (16 x 50 for the paper's configs) after warm-up steps; `policy` times eval policy
+configured size (16 x 50 for the paper's configs) after warm-up steps (with `--profile`, also a
+profiler trace and a per-component table of time, FLOPs and the share of the matmul peak measured
+in the same process); `policy` times eval policy
 steps of the in-process agent and, with `--saved-model`, of an exported SavedModel's
 `serving_default` signature (the config should match the exported one); both print medians
 and write nothing. `learn` trains `--seeds` seeded runs of `--task` for `--steps` agent steps
@@ -52,6 +55,8 @@ def parse(argv):
                         help='policy batch sizes (policy)')
     parser.add_argument('--calls', type=int, default=200, help='timed policy calls (policy)')
     parser.add_argument('--saved-model', help='also time this exported SavedModel (policy)')
+    parser.add_argument('--profile', metavar='DIR', help='also write a TensorBoard profiler trace '
+                        'to DIR and print the time, FLOPs and GFLOP/s of each component (train)')
     parser.add_argument('--task', help='task to learn (learn; default: the configs\' task)')
     parser.add_argument('--seeds', type=int, default=3, help='seeded runs 0..N-1 (learn)')
     parser.add_argument('--parallel', type=int, default=1, help='seeds run at once (learn)')
@@ -118,6 +123,9 @@ def bench_train(agent, config, args):
     print(f'train step, batch {shape}, precision {config.precision}, jit {config.jit}: median '
           f'{statistics.median(times):.2f} s over {len(times)} steps (min {min(times):.2f}, '
           f'max {max(times):.2f})')
+    if args.profile:
+        from dreamerv2_tf.benchmarks import profile
+        profile.profile_step(agent, config, batch, args.profile)
     return statistics.median(times)
 
 

@@ -9,10 +9,13 @@ import shutil
 
 import tensorflow as tf
 
+from dreamerv2_tf.serving.core import SIGNATURE, PolicyCore, core_metadata, describe
+
 logger = logging.getLogger(__name__)
 
 STATE_ACTION = 'prev_action'
 EXTRA_DIR = 'assets.extra'  # TF Serving's place for files beside a SavedModel
+CORE_METADATA = 'policy.json'  # the core's layout, beside every export of it
 
 
 def obs_specs(policy):
@@ -30,10 +33,6 @@ def state_specs(policy):
     specs = {k: tf.TensorSpec([None, *v.shape[1:]], tf.float32, name=k) for k, v in latent.items()}
     specs[STATE_ACTION] = tf.TensorSpec([None, *action.shape[1:]], tf.float32, name=STATE_ACTION)
     return specs
-
-
-def describe(spec):
-    return {'dtype': spec.dtype.name, 'shape': [None if d is None else int(d) for d in spec.shape]}
 
 
 class PolicyModule:
@@ -69,6 +68,13 @@ class PolicyModule:
             'initial_state': module.initial_state.get_concrete_function(),
             'metadata': module.metadata.get_concrete_function(),
         }
+        # The deterministic core (draws as inputs) that ONNX and LiteRT exports convert; float32
+        # graphs only.
+        self.core = PolicyCore(policy) if policy.precision == 32 else None
+        if self.core is not None:
+            module.core = tf.function(self.core, input_signature=[self.core.specs])
+            self.signatures[SIGNATURE] = module.core.get_concrete_function()
+            self.core_metadata = core_metadata(self.core, config, step)
         variables = {id(v): v for fn in self.signatures.values() for v in fn.variables}
         module.captured_tf_variables = list(variables.values())
         self.module = module
@@ -137,6 +143,8 @@ class PolicyModule:
         extra = directory / EXTRA_DIR
         extra.mkdir(exist_ok=True)
         (extra / 'metadata.json').write_text(json.dumps(self.metadata_values, indent=2))
+        if self.core is not None:
+            (extra / CORE_METADATA).write_text(json.dumps(self.core_metadata, indent=2))
 
 
 def save_version(module, out, version):

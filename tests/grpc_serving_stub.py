@@ -55,7 +55,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             outputs = function(**tensors)
         except (TypeError, ValueError, tf.errors.OpError) as e:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, getattr(e, 'message', None) or str(e))
+            # Eager errors quote the graph's assertion text with escaped quotes; TF Serving's
+            # session returns it plainly.
+            message = (getattr(e, 'message', None) or str(e)).replace("\\'", "'")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
         keep = set(request.output_filter) or set(outputs)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = self.name

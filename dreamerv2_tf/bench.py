@@ -14,7 +14,8 @@ steps of the in-process agent and, with `--saved-model`, of an exported SavedMod
 `serving_default` signature (the config should match the exported one); with `--format`, also
 the policy core of each listed runtime (the SavedModel's `core` signature, onnxruntime,
 ai-edge-litert) on the same inputs and noise, from `--saved-model`'s folder or else from an
-export of the benchmark's fresh agent to a temporary folder. Both print medians and write
+export of the benchmark's fresh agent to a temporary folder (whose `serving_default` is timed
+too when `savedmodel` is listed). Both print medians and write
 nothing. `learn` trains `--seeds` seeded runs of `--task` for `--steps` agent steps
 (each a resumable logdir `<root>/seed<i>`, run by `python -m dreamerv2_tf.train`), measures a
 random policy, and writes a table of eval returns over frames (mean, min, max over seeds, beside
@@ -58,6 +59,9 @@ def parse(argv):
     parser.add_argument('--saved-model', help='also time this exported SavedModel (policy)')
     parser.add_argument('--format', nargs='+', choices=('savedmodel', 'onnx', 'tflite'),
                         default=[], help="also time the policy core in these runtimes (policy)")
+    parser.add_argument('--threads', type=int,
+                        help="threads of onnxruntime and LiteRT (policy; default: each runtime's "
+                             'own choice)')
     parser.add_argument('--task', help='task to learn (learn; default: the configs\' task)')
     parser.add_argument('--seeds', type=int, default=3, help='seeded runs 0..N-1 (learn)')
     parser.add_argument('--parallel', type=int, default=1, help='seeds run at once (learn)')
@@ -158,7 +162,8 @@ def core_runners(agent, config, args, scratch):
         if kind == 'savedmodel':
             runners[kind] = SavedModelCoreRunner(folder)
         else:
-            runners[kind] = portable.RUNNERS[kind](folder / f'policy.{kind}')
+            runners[kind] = portable.RUNNERS[kind](folder / f'policy.{kind}',
+                                                   threads=args.threads)
     return metadata, runners
 
 
@@ -170,6 +175,8 @@ def bench_policy(agent, config, args):
     with tempfile.TemporaryDirectory() as scratch:
         metadata, runners = (core_runners(agent, config, args, scratch) if args.format
                              else (None, {}))
+        if model is None and 'savedmodel' in runners:  # the fresh export's serving_default too
+            model = runners['savedmodel'].model
         for size in args.batch:
             data = random_batch(agent.obs_space, agent.act_space, size, 1)
             obs = {k: v[:, 0] for k, v in data.items() if k != 'action'}

@@ -110,6 +110,13 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
     assert signature('initial_state')['batch_size'] == ('DT_INT32', '()')
     assert {'config', 'step', 'task', 'action_space', 'observation_spec'} <= set(
         signature('metadata'))
+    # The portable core: flat state (4 latents x 4 classes), noise for the latent and action.
+    assert signature('core') == {
+        'image': ('DT_UINT8', '(-1, 64, 64, 1)'), 'is_first': ('DT_BOOL', '(-1)'),
+        'deter': ('DT_FLOAT', '(-1, 32)'), 'stoch': ('DT_FLOAT', '(-1, 16)'),
+        'prev_action': ('DT_FLOAT', '(-1, 6)'), 'latent_noise': ('DT_FLOAT', '(-1, 16)'),
+        'action_noise': ('DT_FLOAT', '(-1, 6)'), 'action': ('DT_FLOAT', '(-1, 6)'),
+        'next_deter': ('DT_FLOAT', '(-1, 32)'), 'next_stoch': ('DT_FLOAT', '(-1, 16)')}
     inputs = {'image': np.zeros((1, 64, 64, 1), np.uint8), 'is_first': np.array([True]),
               'seed': np.zeros(2, np.int64), 'deter': np.zeros((1, 32), np.float32),
               'stoch': np.zeros((1, 4, 4), np.float32), 'logit': np.zeros((1, 4, 4), np.float32),

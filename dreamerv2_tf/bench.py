@@ -4,6 +4,7 @@
                                        [--profile runs/profile]
     python -m dreamerv2_tf.bench policy [--configs defaults atari] [--batch 1 64] [--calls 200]
                                         [--saved-model export/models/pong/3000]
+                                        [--format savedmodel onnx tflite]
     python -m dreamerv2_tf.bench learn --task dmc_cartpole_balance \
         --configs defaults dmc_proprio small --seeds 3 --steps 5e4 [--parallel 1] \
         [--root runs/learning/NAME] [--out benchmarks/learning/NAME]
@@ -13,8 +14,12 @@ configured size (16 x 50 for the paper's configs) after warm-up steps (with `--p
 profiler trace and a per-component table of time, FLOPs and the share of the matmul peak measured
 in the same process); `policy` times eval policy
 steps of the in-process agent and, with `--saved-model`, of an exported SavedModel's
-`serving_default` signature (the config should match the exported one); both print medians
-and write nothing. `learn` trains `--seeds` seeded runs of `--task` for `--steps` agent steps
+`serving_default` signature (the config should match the exported one); with `--format`, also
+the policy core of each listed runtime (the SavedModel's `core` signature, onnxruntime,
+ai-edge-litert) on the same inputs and noise, from `--saved-model`'s folder or else from an
+export of the benchmark's fresh agent to a temporary folder (whose `serving_default` is timed
+too when `savedmodel` is listed). Both print medians and write
+nothing. `learn` trains `--seeds` seeded runs of `--task` for `--steps` agent steps
 (each a resumable logdir `<root>/seed<i>`, run by `python -m dreamerv2_tf.train`), measures a
 random policy, and writes a table of eval returns over frames (mean, min, max over seeds, beside
 the paper's curve where `scores/` has one) and `curves.png` to `<out>`; rerun it to resume.
@@ -57,6 +62,11 @@ def parse(argv):
     parser.add_argument('--saved-model', help='also time this exported SavedModel (policy)')
     parser.add_argument('--profile', metavar='DIR', help='also write a TensorBoard profiler trace '
                         'to DIR and print the time, FLOPs and GFLOP/s of each component (train)')
+    parser.add_argument('--format', nargs='+', choices=('savedmodel', 'onnx', 'tflite'),
+                        default=[], help="also time the policy core in these runtimes (policy)")
+    parser.add_argument('--threads', type=int,
+                        help="threads of onnxruntime and LiteRT (policy; default: each runtime's "
+                             'own choice)')
     parser.add_argument('--task', help='task to learn (learn; default: the configs\' task)')
     parser.add_argument('--seeds', type=int, default=3, help='seeded runs 0..N-1 (learn)')
     parser.add_argument('--parallel', type=int, default=1, help='seeds run at once (learn)')
@@ -140,37 +150,79 @@ def time_calls(step, state, args):
     return statistics.median(times)
 
 
+def core_runners(agent, config, args, scratch):
+    """(metadata, {format: runner}) for `args.format`, from `--saved-model`'s folder or from an
+    export of `agent` to `scratch`."""
+    import pathlib
+    from dreamerv2_tf.serving import portable
+    from dreamerv2_tf.serving.load import SavedModelCoreRunner
+    from dreamerv2_tf.serving.policy_module import CORE_METADATA, PolicyModule
+    folder = pathlib.Path(args.saved_model) if args.saved_model else None
+    if folder is None:
+        folder = pathlib.Path(scratch) / 'export'
+        start = time.perf_counter()
+        PolicyModule(agent.acting, config, int(agent.step.numpy())).save(folder, args.format)
+        print(f"Exported {', '.join(args.format)} to {folder} in "
+              f'{time.perf_counter() - start:.1f} s', flush=True)
+    metadata = portable.read_metadata(folder / CORE_METADATA)
+    runners = {}
+    for kind in args.format:
+        if kind == 'savedmodel':
+            runners[kind] = SavedModelCoreRunner(folder)
+        else:
+            runners[kind] = portable.RUNNERS[kind](folder / f'policy.{kind}',
+                                                   threads=args.threads)
+    return metadata, runners
+
+
 def bench_policy(agent, config, args):
+    import tempfile
     import tensorflow as tf
+    from dreamerv2_tf.serving import portable
     model = tf.saved_model.load(args.saved_model) if args.saved_model else None
-    for size in args.batch:
-        data = random_batch(agent.obs_space, agent.act_space, size, 1)
-        obs = {k: v[:, 0] for k, v in data.items() if k != 'action'}
+    with tempfile.TemporaryDirectory() as scratch:
+        metadata, runners = (core_runners(agent, config, args, scratch) if args.format
+                             else (None, {}))
+        if model is None and 'savedmodel' in runners:  # the fresh export's serving_default too
+            model = runners['savedmodel'].model
+        for size in args.batch:
+            data = random_batch(agent.obs_space, agent.act_space, size, 1)
+            obs = {k: v[:, 0] for k, v in data.items() if k != 'action'}
 
-        def agent_step(state):
-            out, state = agent.policy(obs, state, 'eval')
-            out['action'].numpy()
-            return state
+            def agent_step(state):
+                out, state = agent.policy(obs, state, 'eval')
+                out['action'].numpy()
+                return state
 
-        seconds = time_calls(agent_step, agent.initial_policy_state(size), args)
-        print(f'agent.policy (eval), batch {size}: median {1000 * seconds:.2f} ms over '
-              f'{args.calls} calls', flush=True)
-        if model is None:
-            continue
-        signature = model.signatures['serving_default']
-        inputs = {k: tf.constant(obs[k]) for k in signature.structured_input_signature[1]
-                  if k in obs}
-        seed = tf.constant([0, 0], tf.int64)
+            seconds = time_calls(agent_step, agent.initial_policy_state(size), args)
+            print(f'agent.policy (eval), batch {size}: median {1000 * seconds:.2f} ms over '
+                  f'{args.calls} calls', flush=True)
+            if model is not None:
+                signature = model.signatures['serving_default']
+                inputs = {k: tf.constant(obs[k]) for k in signature.structured_input_signature[1]
+                          if k in obs}
+                seed = tf.constant([0, 0], tf.int64)
 
-        def served_step(state):
-            out = signature(**inputs, **state, seed=seed)
-            out['action'].numpy()
-            return {k: out[k] for k in state}
+                def served_step(state):
+                    out = signature(**inputs, **state, seed=seed)
+                    out['action'].numpy()
+                    return {k: out[k] for k in state}
 
-        state = model.signatures['initial_state'](batch_size=tf.constant(size))
-        seconds = time_calls(served_step, state, args)
-        print(f'SavedModel serving_default, batch {size}: median {1000 * seconds:.2f} ms over '
-              f'{args.calls} calls', flush=True)
+                state = model.signatures['initial_state'](batch_size=tf.constant(size))
+                seconds = time_calls(served_step, state, args)
+                print(f'SavedModel serving_default, batch {size}: median {1000 * seconds:.2f} ms '
+                      f'over {args.calls} calls', flush=True)
+            for kind, runner in runners.items():
+                # The same observations and noise for every runtime; noise drawing is not timed.
+                policy = portable.CorePolicy(runner, metadata, seed=0)
+                noise = policy.noise_inputs(size, 'eval')
+
+                def core_step(state):
+                    return policy(obs, state, 'eval', noise)[1]
+
+                seconds = time_calls(core_step, policy.initial_state(size), args)
+                print(f'{kind} core ({type(runner).__name__}), batch {size}: median '
+                      f'{1000 * seconds:.2f} ms over {args.calls} calls', flush=True)
 
 
 def bench_learn(config, args, flags, argv):

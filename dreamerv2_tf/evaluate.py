@@ -1,10 +1,14 @@
 """Runs the eval policy of a trained agent without training and prints the returns.
 
     python -m dreamerv2_tf.evaluate --logdir runs/pong --episodes 10 [--video out.gif]
+    python -m dreamerv2_tf.evaluate --policy export/models/pong/3000/policy.tflite
 
 `--logdir` is a training logdir (the latest checkpoint is used) or an exported SavedModel
-(`export/models/pong` or one of its version folders). Episodes come from the config's task with
-evaluation seeds; `--seed` changes them.
+(`export/models/pong` or one of its version folders). `--policy` is an exported policy in any
+format: a SavedModel folder, `policy.onnx` (run by onnxruntime) or `policy.tflite` (run by
+ai-edge-litert; neither loads TensorFlow), so an export's returns can be checked before it is
+deployed. Episodes come from the config's task with evaluation seeds; `--seed` changes them (and
+the noise that ONNX and TFLite policies draw, which otherwise comes from the config's seed).
 """
 
 import argparse
@@ -22,8 +26,10 @@ def parse(argv):
     parser = argparse.ArgumentParser(
         prog='python -m dreamerv2_tf.evaluate', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument('--logdir', required=True,
-                        help='training logdir or SavedModel directory to evaluate')
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--logdir', help='training logdir or SavedModel directory to evaluate')
+    source.add_argument('--policy', help='exported policy to evaluate: SavedModel directory, '
+                                         '.onnx or .tflite file')
     parser.add_argument('--episodes', type=int, default=10, help='episodes to run (default 10)')
     parser.add_argument('--video', help='write the episodes to this .gif or .mp4 file')
     parser.add_argument('--seed', type=int, help='environment seed (default: the config seed)')
@@ -40,21 +46,34 @@ def parse(argv):
     return args
 
 
-def make_policy(path, args):
-    """(policy, config) for a logdir or a SavedModel directory."""
-    from dreamerv2_tf import envs
-    from dreamerv2_tf.serving.load import (CheckpointPolicy, SavedModelPolicy, find_saved_model,
-                                           load_config)
-
+def load_exported(path, args):
+    """(policy, config) for an exported policy, or (None, None) for a training logdir. ONNX and
+    TFLite files load without TensorFlow."""
+    from dreamerv2_tf import config as configlib
+    from dreamerv2_tf.serving import portable
+    if portable.detect(path):
+        policy = portable.load(path, seed=args.seed)
+        return policy, configlib.Config(configlib.load_yaml(policy.metadata['config']))
+    from dreamerv2_tf.serving.load import SavedModelPolicy, find_saved_model
     saved_model = find_saved_model(path)
-    if saved_model is not None:
-        policy = SavedModelPolicy(saved_model)
-        config = policy.config
-    else:
-        config = load_config(path)
-        policy = None
-    overrides = {'envs': 1, 'envs_parallel': 'none', 'jit': True}
     if saved_model is None:
+        if args.policy:
+            raise ValueError(f'{path} is not a SavedModel, .onnx or .tflite file')
+        return None, None
+    policy = SavedModelPolicy(saved_model)
+    return policy, policy.config
+
+
+def make_policy(path, args):
+    """(policy, config, env) for a logdir or an exported policy."""
+    from dreamerv2_tf import envs
+
+    policy, config = load_exported(path, args)
+    if policy is None:
+        from dreamerv2_tf.serving.load import load_config
+        config = load_config(path)
+    overrides = {'envs': 1, 'envs_parallel': 'none', 'jit': True}
+    if policy is None:
         overrides['precision'] = args.precision
     if args.seed is not None:
         overrides['seed'] = args.seed
@@ -63,6 +82,7 @@ def make_policy(path, args):
     config = config.update(overrides)
     env = envs.make_env(config, 'eval')
     if policy is None:
+        from dreamerv2_tf.serving.load import CheckpointPolicy
         policy = CheckpointPolicy(path, config, env.obs_space, env.act_space)
     return policy, config, env
 
@@ -100,13 +120,13 @@ def write_video(path, frames, fps=30):
 
 def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
-    path = pathlib.Path(args.logdir).expanduser()
+    path = pathlib.Path(args.logdir or args.policy).expanduser()
     if not path.exists():
         print(f'error: {path} does not exist', file=sys.stderr)
         return 2
     try:
         policy, config, env = make_policy(path, args)
-    except ValueError as e:
+    except (ValueError, ImportError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     print(f'Evaluating {policy.path} (step {policy.step}) on {config.task}, {args.episodes} episodes, '

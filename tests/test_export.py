@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import command_env, run_module
+from export_helpers import shared_export
 from tf_serving_stub import TFServingStub
 
 CLIENT = pathlib.Path(__file__).resolve().parent.parent / 'export' / 'client.py'
@@ -19,12 +20,8 @@ CLIENT = pathlib.Path(__file__).resolve().parent.parent / 'export' / 'client.py'
 
 @pytest.fixture(scope='module')
 def exported(atari_run, tmp_path_factory):
-    logdir = atari_run[0]
-    assert atari_run[1] == 0, atari_run[2][-2000:]
-    out = tmp_path_factory.mktemp('models') / 'pong'
-    code, output, _ = run_module('dreamerv2_tf.export', ['--logdir', str(logdir), '--out', str(out)])
-    assert code == 0, output[-2000:]
-    return logdir, out, out / '3000'
+    out, version = shared_export(atari_run, tmp_path_factory)
+    return atari_run[0], out, version
 
 
 def restored_agent(logdir):
@@ -113,6 +110,13 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
     assert signature('initial_state')['batch_size'] == ('DT_INT32', '()')
     assert {'config', 'step', 'task', 'action_space', 'observation_spec'} <= set(
         signature('metadata'))
+    # The portable core: flat state (4 latents x 4 classes), noise for the latent and action.
+    assert signature('core') == {
+        'image': ('DT_UINT8', '(-1, 64, 64, 1)'), 'is_first': ('DT_BOOL', '(-1)'),
+        'deter': ('DT_FLOAT', '(-1, 32)'), 'stoch': ('DT_FLOAT', '(-1, 16)'),
+        'prev_action': ('DT_FLOAT', '(-1, 6)'), 'latent_noise': ('DT_FLOAT', '(-1, 16)'),
+        'action_noise': ('DT_FLOAT', '(-1, 6)'), 'action': ('DT_FLOAT', '(-1, 6)'),
+        'next_deter': ('DT_FLOAT', '(-1, 32)'), 'next_stoch': ('DT_FLOAT', '(-1, 16)')}
     inputs = {'image': np.zeros((1, 64, 64, 1), np.uint8), 'is_first': np.array([True]),
               'seed': np.zeros(2, np.int64), 'deter': np.zeros((1, 32), np.float32),
               'stoch': np.zeros((1, 4, 4), np.float32), 'logit': np.zeros((1, 4, 4), np.float32),
@@ -200,20 +204,31 @@ def test_bad_inputs_are_rejected_with_the_input_named(exported):
         signature(**dict(good, deter=tf.zeros([3, 32])))
 
 
-def play(args):
-    result = subprocess.run([sys.executable, str(CLIENT), *args, '--episodes', '1'],
+def play(args, actions_file):
+    result = subprocess.run([sys.executable, str(CLIENT), *args, '--episodes', '1',
+                             '--save-actions', str(actions_file)],
                             capture_output=True, text=True, env=command_env(), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     match = re.search(r'Episode 1: return (-?[\d.]+), (\d+) steps', result.stdout)
     assert match, result.stdout
-    return float(match.group(1)), int(match.group(2))
+    actions = np.load(actions_file, allow_pickle=False)
+    assert actions.shape == (int(match.group(2)), 6)
+    return float(match.group(1)), int(match.group(2)), actions
 
 
-def test_client_plays_through_the_rest_protocol_like_the_local_model(exported):
+@pytest.fixture(scope='module')
+def local_episode(exported, tmp_path_factory):
+    """One full Pong episode of the client with the SavedModel in its own process."""
+    _, _, model_dir = exported
+    return play(['--model', str(model_dir)], tmp_path_factory.mktemp('local') / 'actions.npy')
+
+
+def test_client_plays_through_the_rest_protocol_like_the_local_model(exported, local_episode,
+                                                                     tmp_path):
     _, out, model_dir = exported
     stub = TFServingStub(model_dir, name='pong', version=3000)
     try:
-        remote = play(['--server', stub.url])
+        remote = play(['--server', stub.url], tmp_path / 'actions.npy')
         requests = stub.requests
         # The same protocol rejects bad requests with HTTP 400 and a named input.
         import urllib.error
@@ -228,11 +243,55 @@ def test_client_plays_through_the_rest_protocol_like_the_local_model(exported):
         assert error.value.code == 400 and "input 'image'" in error.value.read().decode()
     finally:
         stub.close()
-    local = play(['--model', str(model_dir)])
     # Every step went through the server: initial state, metadata, one call per step.
     assert requests == remote[1] + 2
     # Deterministic actions with the same seeds and env seed: the same episode both ways.
-    assert remote == local
+    assert remote[:2] == local_episode[:2]
+    np.testing.assert_array_equal(remote[2], local_episode[2])
+
+
+def test_client_plays_through_grpc_like_the_local_model(exported, local_episode, tmp_path):
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+    from grpc_serving_stub import GrpcServingStub
+    _, _, model_dir = exported
+    stub = GrpcServingStub(model_dir, name='pong', version=3000)
+    try:
+        remote = play(['--grpc', stub.target, '--name', 'pong'], tmp_path / 'actions.npy')
+        requests = stub.requests
+        channel = grpc.insecure_channel(stub.target)
+        service = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+        def predict(**changes):
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = 'pong'
+            request.model_spec.signature_name = 'serving_default'
+            inputs = {k: v.numpy() for k, v in policy_inputs(stub.service.model, 1, [0, 0]).items()}
+            for key, value in {**inputs, **changes}.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            return service.Predict(request, timeout=30)
+
+        # A good request answers with the state; bad ones get INVALID_ARGUMENT naming the input.
+        assert tf.make_ndarray(predict().outputs['deter']).shape == (1, 32)
+        bad_inputs = {
+            'image': ({'image': np.full((1, 64, 64, 1), 0.5, np.float32)},
+                      "input 'image': expected uint8, got float32"),
+            'shape': ({'image': np.zeros((1, 32, 32, 1), np.uint8)}, 'image'),
+            'batch': ({'deter': np.zeros((3, 32), np.float32)},
+                      "input 'deter' has another batch size"),
+        }
+        for name, (changes, message) in bad_inputs.items():
+            with pytest.raises(grpc.RpcError) as error:
+                predict(**changes)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+            assert message in error.value.details(), (name, error.value.details())
+        channel.close()
+    finally:
+        stub.close()
+    # One Predict per step (plus initial_state and metadata), the same actions as locally.
+    assert requests == remote[1] + 2
+    assert remote[:2] == local_episode[:2]
+    np.testing.assert_array_equal(remote[2], local_episode[2])
 
 
 def test_evaluate_accepts_a_saved_model_and_versions_are_never_overwritten(exported):

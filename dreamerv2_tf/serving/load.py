@@ -1,5 +1,6 @@
-"""Loading a trained policy: from a training logdir's latest checkpoint, or from an exported
-SavedModel (which needs TensorFlow only). Both present `initial_state(batch)` and
+"""Loading a trained policy: from a training logdir's latest checkpoint, from an exported
+SavedModel (which needs TensorFlow only), or from an exported ONNX or TFLite policy core (which
+needs only its runtime, see `serving/portable.py`). All present `initial_state(batch)` and
 `__call__(obs, state, mode) -> (action, state)`."""
 
 import json
@@ -56,6 +57,39 @@ class SavedModelPolicy:
         inputs = {k: tf.convert_to_tensor(obs[k]) for k in self.obs_keys}
         out = signature(**inputs, **state, seed=seed)
         return out['action'].numpy(), {k: out[k] for k in state}
+
+
+class SavedModelCoreRunner:
+    """The SavedModel's `core` signature as a `portable.CorePolicy` runner (NumPy in and out),
+    the TensorFlow twin of the ONNX and LiteRT runners."""
+
+    format = 'savedmodel'
+
+    def __init__(self, path):
+        self.model = tf.saved_model.load(str(path))
+        self.function = self.model.signatures['core']
+        self.specs = self.function.structured_input_signature[1]
+
+    def __call__(self, inputs):
+        tensors = {k: tf.constant(v, self.specs[k].dtype) for k, v in inputs.items()}
+        return {k: v.numpy() for k, v in self.function(**tensors).items()}
+
+
+def load_core(path, seed=None):
+    """A `portable.CorePolicy` for a SavedModel (its `core` signature), `policy.onnx` or
+    `policy.tflite`."""
+    from dreamerv2_tf.serving import portable
+    from dreamerv2_tf.serving.policy_module import CORE_METADATA, EXTRA_DIR
+    if portable.detect(path):
+        return portable.load(path, seed)
+    saved_model = find_saved_model(path)
+    if saved_model is None:
+        raise ValueError(f'{path} is neither a SavedModel nor an .onnx or .tflite file')
+    metadata = saved_model / EXTRA_DIR / CORE_METADATA
+    if not metadata.exists():
+        raise ValueError(f'{saved_model} has no policy core (a float16 export?)')
+    return portable.CorePolicy(SavedModelCoreRunner(saved_model),
+                               json.loads(metadata.read_text()), seed, saved_model)
 
 
 class CheckpointPolicy:

@@ -9,10 +9,14 @@ import shutil
 
 import tensorflow as tf
 
+from dreamerv2_tf.serving.core import SIGNATURE, PolicyCore, core_metadata, describe
+
 logger = logging.getLogger(__name__)
 
 STATE_ACTION = 'prev_action'
 EXTRA_DIR = 'assets.extra'  # TF Serving's place for files beside a SavedModel
+FORMATS = ('savedmodel', 'onnx', 'tflite')
+CORE_METADATA = 'policy.json'  # the core's layout, beside every export of it
 
 
 def obs_specs(policy):
@@ -30,10 +34,6 @@ def state_specs(policy):
     specs = {k: tf.TensorSpec([None, *v.shape[1:]], tf.float32, name=k) for k, v in latent.items()}
     specs[STATE_ACTION] = tf.TensorSpec([None, *action.shape[1:]], tf.float32, name=STATE_ACTION)
     return specs
-
-
-def describe(spec):
-    return {'dtype': spec.dtype.name, 'shape': [None if d is None else int(d) for d in spec.shape]}
 
 
 class PolicyModule:
@@ -69,6 +69,13 @@ class PolicyModule:
             'initial_state': module.initial_state.get_concrete_function(),
             'metadata': module.metadata.get_concrete_function(),
         }
+        # The deterministic core (draws as inputs) that ONNX and LiteRT exports convert; float32
+        # graphs only.
+        self.core = PolicyCore(policy) if policy.precision == 32 else None
+        if self.core is not None:
+            module.core = tf.function(self.core, input_signature=[self.core.specs])
+            self.signatures[SIGNATURE] = module.core.get_concrete_function()
+            self.core_metadata = core_metadata(self.core, config, step)
         variables = {id(v): v for fn in self.signatures.values() for v in fn.variables}
         module.captured_tf_variables = list(variables.values())
         self.module = module
@@ -131,15 +138,38 @@ class PolicyModule:
             'state_spec': json.dumps({k: describe(v) for k, v in self.state.items()}),
         }
 
-    def save(self, directory):
+    def save(self, directory, formats=('savedmodel',)):
+        """Writes the SavedModel (`savedmodel`) and/or the core as `policy.onnx` and
+        `policy.tflite` with their `policy.json` into `directory`. The TFLite converter reads a
+        SavedModel, so one is written to a scratch folder when `savedmodel` is not asked for."""
         directory = pathlib.Path(directory)
-        tf.saved_model.save(self.module, str(directory), signatures=self.signatures)
-        extra = directory / EXTRA_DIR
+        unknown = sorted(set(formats) - set(FORMATS))
+        if unknown:
+            raise ValueError(f"unknown export format '{unknown[0]}'; use {', '.join(FORMATS)}")
+        portable = [f for f in FORMATS[1:] if f in formats]
+        if portable and self.core is None:
+            raise ValueError('onnx and tflite exports compute in float32; export them with '
+                             '--precision 32')
+        saved = directory if 'savedmodel' in formats else directory / '.savedmodel'
+        tf.saved_model.save(self.module, str(saved), signatures=self.signatures)
+        extra = saved / EXTRA_DIR
         extra.mkdir(exist_ok=True)
         (extra / 'metadata.json').write_text(json.dumps(self.metadata_values, indent=2))
+        if self.core is not None:
+            (extra / CORE_METADATA).write_text(json.dumps(self.core_metadata, indent=2))
+        if not portable:
+            return
+        from dreamerv2_tf.serving import convert
+        (directory / CORE_METADATA).write_text(json.dumps(self.core_metadata, indent=2))
+        if 'onnx' in portable:
+            convert.to_onnx(self.core, self.core_metadata, directory / convert.ONNX_FILE)
+        if 'tflite' in portable:
+            convert.to_tflite(saved, directory / convert.TFLITE_FILE)
+        if saved != directory:
+            shutil.rmtree(saved)
 
 
-def save_version(module, out, version):
+def save_version(module, out, version, formats=('savedmodel',)):
     """Writes `<out>/<version>` through a temporary folder (TF Serving polls `out` and must
     never see a half-written version). Refuses to overwrite an existing version."""
     out = pathlib.Path(out)
@@ -150,13 +180,13 @@ def save_version(module, out, version):
     tmp = out / f'.tmp-{int(version)}'  # not a number: TF Serving ignores it
     if tmp.exists():
         shutil.rmtree(tmp)
-    module.save(tmp)
+    module.save(tmp, formats)
     tmp.rename(final)
     return final
 
 
-def export_agent(agent, config, out, version, step):
-    return save_version(PolicyModule(agent.acting, config, step), out, version)
+def export_agent(agent, config, out, version, step, formats=('savedmodel',)):
+    return save_version(PolicyModule(agent.acting, config, step), out, version, formats)
 
 
 def export_config(config, precision):

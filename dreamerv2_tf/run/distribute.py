@@ -1,0 +1,136 @@
+"""The `tf.distribute` strategy of a run, from the config keys `distribute`,
+`distribute_devices` and `distribute_timeout` (and `TF_CONFIG` for several machines).
+
+    none         no strategy: one device, the code path of a run without tf.distribute
+    mirrored     MirroredStrategy over all local GPUs, or the devices in `distribute_devices`
+                 (`/cpu:0,/cpu:1` splits the CPU into logical devices: for tests and benchmarks)
+    multiworker  MultiWorkerMirroredStrategy over the cluster that `TF_CONFIG` describes; every
+                 collective and the peer health check time out after `distribute_timeout`
+                 seconds, so a lost worker stops the others with an error naming it
+
+`make_strategy` must run before TensorFlow initialises its devices (before the first op), so
+that logical CPUs and the collective settings can still be configured.
+"""
+
+import json
+import os
+import re
+
+
+class DistributeError(ValueError):
+    """A bad distribution setting (TF_CONFIG, devices); the message is one line for the user."""
+
+
+class WorkerLost(RuntimeError):
+    """A collective failed because a worker of the cluster is gone (crashed or unreachable)."""
+
+
+def cluster_info(environ=None):
+    """(worker index, worker count) from `TF_CONFIG`; (0, 1) without it. Worker 0 is the chief
+    (this package does not use a separate `chief` job)."""
+    text = (environ if environ is not None else os.environ).get('TF_CONFIG', '')
+    if not text:
+        return 0, 1
+    try:
+        spec = json.loads(text)
+        workers = spec['cluster']['worker']
+        task = spec['task']
+        index = int(task['index'])
+    except (ValueError, KeyError, TypeError) as e:
+        raise DistributeError(f'TF_CONFIG is not a cluster spec with cluster.worker and task.index '
+                          f'({type(e).__name__}: {e})') from None
+    if set(spec['cluster']) - {'worker'} or task.get('type', 'worker') != 'worker':
+        raise DistributeError("TF_CONFIG: only a 'worker' job is supported (worker 0 is the chief)")
+    if not 0 <= index < len(workers):
+        raise DistributeError(f'TF_CONFIG: task.index {index} is not one of the '
+                          f'{len(workers)} workers')
+    return index, len(workers)
+
+
+DEVICE = re.compile(r'/?(job:\w+/(replica:\d+/)?(task:\d+/)?)?(device:)?(cpu|gpu|tpu):\d+',
+                    re.IGNORECASE)
+
+
+def parse_devices(text):
+    """'/gpu:0,/gpu:1' -> ['/gpu:0', '/gpu:1'] (a missing leading slash is added)."""
+    devices = [d.strip() for d in str(text).split(',') if d.strip()]
+    for device in devices:
+        if not DEVICE.fullmatch(device):
+            raise DistributeError(f"distribute_devices: '{device}' is not a device name such "
+                                  f"as /gpu:0 or /cpu:1")
+    return ['/' + d.lstrip('/') for d in devices]
+
+
+def make_strategy(config):
+    """The strategy for `config.distribute`, or None for `none`. Raises DistributeError for a bad
+    setting (one line, for the user)."""
+    if config.distribute == 'none':
+        return None
+    import tensorflow as tf
+    if config.distribute == 'mirrored':
+        devices = parse_devices(config.distribute_devices) or None
+        if devices:
+            _split_cpu(devices)
+        strategy = tf.distribute.MirroredStrategy(devices)
+    else:
+        index, count = cluster_info()
+        if count == 1 and 'TF_CONFIG' not in os.environ:
+            raise DistributeError('distribute multiworker needs TF_CONFIG (see the README: '
+                              'Training on many devices)')
+        _configure_health_check(config.distribute_timeout)
+        options = tf.distribute.experimental.CommunicationOptions(
+            timeout_seconds=float(config.distribute_timeout))
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    return strategy
+
+
+def _split_cpu(devices):
+    """Splits the CPU into as many logical devices as `devices` names CPUs (/cpu:N for N > 0
+    exist only as logical devices). Must happen before TensorFlow initialises its devices."""
+    import tensorflow as tf
+    cpus = [int(m.group(1)) for d in devices
+            for m in [re.fullmatch(r'/(?:job:\w+/(?:replica:\d+/)?(?:task:\d+/)?)?(?:device:)?'
+                                   r'cpu:(\d+)', d.lower())] if m]
+    if not cpus or max(cpus) == 0:
+        return
+    physical = tf.config.list_physical_devices('CPU')[0]
+    configured = tf.config.get_logical_device_configuration(physical)
+    wanted = max(cpus) + 1
+    if configured and len(configured) >= wanted:
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            physical, [tf.config.LogicalDeviceConfiguration()] * wanted)
+    except RuntimeError:
+        raise DistributeError(f'distribute_devices names {wanted} CPUs, but TensorFlow has already '
+                          f'set up its devices; choose the devices before any TensorFlow '
+                          f'op runs') from None
+
+
+def _configure_health_check(timeout):
+    """Workers ping each other every `timeout` / 2 seconds (each ping timing out after `timeout`
+    / 3, three tries); a peer that stays silent aborts every pending collective with an error
+    naming it, instead of a hang."""
+    from tensorflow.python.distribute import collective_all_reduce_strategy as cars
+    extended = cars.CollectiveAllReduceExtended
+    extended._enable_check_health = True
+    extended._check_health_interval = max(1.0, timeout / 2)
+    extended._check_health_timeout = max(1, int(timeout / 3))
+    extended._check_health_retry_limit = 3
+
+
+_PEER = re.compile(r'/job:(\w+)/replica:\d+/task:(\d+)')
+
+
+def describe_failure(error):
+    """A `WorkerLost` naming the lost worker for a collective error of a lost peer, else None."""
+    import tensorflow as tf
+    if not isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                              tf.errors.CancelledError, tf.errors.InternalError,
+                              tf.errors.FailedPreconditionError)):
+        return None
+    message = str(error)
+    match = _PEER.search(message)
+    lost = f'worker {match.group(2)}' if match else 'another worker'
+    first = message.strip().splitlines()[0][:300] if message.strip() else type(error).__name__
+    return WorkerLost(f'lost {lost} of the cluster ({type(error).__name__}: {first})')

@@ -1,9 +1,9 @@
 """Child process of tests/test_distribute.py: TensorFlow must split the CPU into two logical
 devices before it initialises them, which a pytest process that already ran TF cannot do.
 
-    python tests/distribute_child.py equivalence|optimizer
+    python tests/distribute_child.py [optimizer] [equivalence]
 
-Prints one JSON line with what it measured; the test asserts on it.
+Prints one JSON line {part: what it measured}; the test asserts on it.
 """
 
 import json
@@ -35,12 +35,12 @@ def weights(agent):
     return [v.numpy() for net in agent.networks for v in net.variables]
 
 
-def equivalence(updates=20, per_replica=2):
-    """One device with batch 2B (no strategy) against 2 mirrored replicas x batch B."""
+def equivalence(strategy, updates=20, per_replica=2):
+    """One device with batch 2B (no strategy) against 2 mirrored replicas x batch B; then
+    checkpoints of each restored into a fresh agent of the other kind."""
     import keras
     import tensorflow as tf
     from dreamerv2_tf.agent import Agent
-    strategy = logical_cpus(2)
     # Free nats, a moving reward normaliser and frequent slow-critic refreshes: the batch
     # statistics and cross-replica updates that replicas must get right.
     config = make_config('atari', flags=['--kl.free', '0.1', '--reward_norm.momentum', '0.9',
@@ -84,16 +84,47 @@ def equivalence(updates=20, per_replica=2):
         single.task_behavior.slow_critic.variables[0].numpy())
     result['updates'] = int(mirrored.task_behavior.updates.numpy())
     result['loss_names'] = sorted(result['losses'][0])
+
+    # Checkpoints: 2 replicas -> 1 device and 1 device -> 2 replicas, every piece of state.
+    import tempfile
+    from dreamerv2_tf.run.checkpoint import Checkpoint, agent_trackables
+    directory = tempfile.mkdtemp()
+    mirrored.step.assign(1234)
+    single.step.assign(4321)
+
+    def state(agent):
+        items = agent_trackables(agent)
+        values = {k: v.numpy() for k, v in items['variables'].items()}
+        values.update({f'opt/{name}/{v.path}': v.numpy() for name, opt in
+                       items['optimizers'].items() for v in opt.variables})
+        values.update({f'state/{k}': v.numpy() for k, v in items['state'].items()})
+        values['rng'] = agent.rng.state.numpy()
+        return values
+
+    result['portable'] = {}
+    for name, source, strategy_of_target in (('2_to_1', mirrored, None),
+                                             ('1_to_2', single, strategy)):
+        Checkpoint(f'{directory}/{name}', source).save()
+        keras.utils.set_random_seed(7)  # other initial weights than the source's
+        target = Agent(config, obs_space, act_space, strategy=strategy_of_target)
+        before = state(target)
+        Checkpoint(f'{directory}/{name}', target).restore()
+        want, got = state(source), state(target)
+        result['portable'][name] = {
+            'keys_equal': sorted(want) == sorted(got),
+            'differed_before': sum(not np.array_equal(want[k], before[k]) for k in want),
+            'mismatched': [k for k in want if not np.array_equal(want[k], got[k])],
+            'step': int(target.step.numpy()),
+        }
     return result
 
 
-def optimizer():
+def optimizer(strategy):
     """The replicated optimizer step: the global-batch gradient, and under loss scaling a
     skipped step (no weight or moment changes, scale halved) when one replica overflows."""
     import keras
     import tensorflow as tf
     from dreamerv2_tf.agent.optimizer import Optimizer
-    strategy = logical_cpus(2)
     inputs = np.random.RandomState(0).randn(4, 3).astype(np.float32)
 
     def make(scope):
@@ -158,5 +189,7 @@ def optimizer():
 
 if __name__ == '__main__':
     import dreamerv2_tf  # noqa: F401  (process defaults before TensorFlow loads)
-    print(json.dumps({'equivalence': equivalence, 'optimizer': optimizer}[sys.argv[1]]()),
-          flush=True)
+    strategy = logical_cpus(2)
+    parts = sys.argv[1:] or ['optimizer', 'equivalence']
+    functions = {'equivalence': equivalence, 'optimizer': optimizer}
+    print(json.dumps({part: functions[part](strategy) for part in parts}), flush=True)

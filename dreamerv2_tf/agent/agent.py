@@ -197,9 +197,9 @@ class Agent:
 
         def replica_fn(data, state, seed):
             state, metrics = self._train_step(data, state, seed)
-            names.extend(sorted(metrics))
+            names[:] = sorted(metrics)  # traced once per replica; the same keys each time
             # One all-reduce for all metrics instead of one per scalar.
-            packed = tf.stack([tf.cast(metrics[k], tf.float32) for k in names])
+            packed = tf.stack([tf.cast(metrics[k], tf.float32) for k in sorted(metrics)])
             return state, replicas.mean(packed)
 
         state, packed = self.strategy.run(replica_fn, args=(data, state, seed))

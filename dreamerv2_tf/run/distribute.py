@@ -117,6 +117,8 @@ def _configure_health_check(timeout):
     extended._check_health_interval = max(1.0, timeout / 2)
     extended._check_health_timeout = max(1, int(timeout / 3))
     extended._check_health_retry_limit = 3
+    # Waiting for all workers to start at first: longer, but not forever.
+    extended._check_health_initial_timeout = max(120, int(2 * timeout))
 
 
 _PEER = re.compile(r'/job:(\w+)/replica:\d+/task:(\d+)')
@@ -134,3 +136,33 @@ def describe_failure(error):
     lost = f'worker {match.group(2)}' if match else 'another worker'
     first = message.strip().splitlines()[0][:300] if message.strip() else type(error).__name__
     return WorkerLost(f'lost {lost} of the cluster ({type(error).__name__}: {first})')
+
+
+def agree_max(strategy, value):
+    """The largest `value` (a number) over all workers; every worker gets the same result. Each
+    worker's first replica contributes its value in its own slot of a vector that is summed."""
+    import numpy as np
+    import tensorflow as tf
+    index, count = cluster_info()
+    local = strategy.num_replicas_in_sync // count
+
+    def slot(context):
+        vector = np.zeros(count, np.float64)
+        if context.replica_id_in_sync_group % local == 0:
+            vector[index] = value
+        return tf.constant(vector)
+
+    per_replica = strategy.experimental_distribute_values_from_function(slot)
+    total = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    return int(np.max(total.numpy()))
+
+
+def weights_digest(agent):
+    """SHA-256 (first 16 hex digits) of every network and optimizer variable: equal on all
+    workers of a healthy run, which a worker prints at its end."""
+    import hashlib
+    digest = hashlib.sha256()
+    for var in [v for net in agent.networks for v in net.variables] + [
+            v for opt in agent.optimizers for v in opt.variables]:
+        digest.update(var.numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -16,7 +16,8 @@ from conftest import ATARI_TINY, command_env
 FLAGS = [*ATARI_TINY, '--distribute', 'multiworker', '--distribute_timeout', '10',
          '--prefill', '100', '--time_limit', '100', '--eval_eps', '0', '--log_every', '50',
          '--train_every', '10', '--pretrain', '1']
-HANG_GUARD = 420  # seconds for a whole run of a worker; only reached if something hangs
+HANG_GUARD = 900  # seconds for a whole run of a worker: only reached if something hangs
+# (a lost peer is detected by the 10 s collective timeout; this guards against anything else)
 
 
 def free_ports(count):

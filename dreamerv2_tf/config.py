@@ -441,9 +441,9 @@ def help_text(config, program='python -m dreamerv2_tf.train'):
 
 def check_distribute(config):
     """The `distribute` keys that only make sense together (raises ConfigError)."""
-    if config.distribute_timeout <= 0:
-        raise ConfigError(f"config key 'distribute_timeout' must be positive seconds, got "
-                          f"{config.distribute_timeout}")
+    for key in ('distribute_timeout', 'distribute_collective_timeout'):
+        if config[key] <= 0:
+            raise ConfigError(f"config key '{key}' must be positive seconds, got {config[key]}")
     if config.distribute_devices and config.distribute != 'mirrored':
         raise ConfigError(f"config key 'distribute_devices' needs --distribute mirrored "
                           f"(distribute is {config.distribute})")

@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 @pytest.fixture(scope='module')
 def child():
     result = subprocess.run([sys.executable, os.path.join(HERE, 'distribute_child.py')],
-                            capture_output=True, text=True, timeout=600, env=command_env())
+                            capture_output=True, text=True, timeout=900, env=command_env())
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -13,11 +13,11 @@ import time
 from conftest import ATARI_TINY, command_env
 
 # Small and short: few env steps, time-limited episodes, no evaluation episodes.
-FLAGS = [*ATARI_TINY, '--distribute', 'multiworker', '--distribute_timeout', '10',
+FLAGS = [*ATARI_TINY, '--distribute', 'multiworker', '--distribute_timeout', '30',
          '--prefill', '100', '--time_limit', '100', '--eval_eps', '0', '--log_every', '50',
          '--train_every', '10', '--pretrain', '1']
 HANG_GUARD = 900  # seconds for a whole run of a worker: only reached if something hangs
-# (a lost peer is detected by the 10 s collective timeout; this guards against anything else)
+# (a lost peer is detected by the workers' pings; this guards against anything else)
 
 
 def free_ports(count):

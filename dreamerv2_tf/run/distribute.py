@@ -4,9 +4,12 @@
     none         no strategy: one device, the code path of a run without tf.distribute
     mirrored     MirroredStrategy over all local GPUs, or the devices in `distribute_devices`
                  (`/cpu:0,/cpu:1` splits the CPU into logical devices: for tests and benchmarks)
-    multiworker  MultiWorkerMirroredStrategy over the cluster that `TF_CONFIG` describes; every
-                 collective and the peer health check time out after `distribute_timeout`
-                 seconds, so a lost worker stops the others with an error naming it
+    multiworker  MultiWorkerMirroredStrategy over the cluster that `TF_CONFIG` describes; the
+                 workers ping each other, and one that stays silent for `distribute_timeout`
+                 seconds (crashed, unreachable) stops the others with an error naming it; a
+                 collective waiting longer than `distribute_collective_timeout` fails too (a
+                 live but stuck worker). The collective timeout must exceed the longest time
+                 one worker may run ahead of another: an evaluation, a checkpoint, a first trace.
 
 `make_strategy` must run before TensorFlow initialises its devices (before the first op), so
 that logical CPUs and the collective settings can still be configured.
@@ -79,7 +82,7 @@ def make_strategy(config):
                               'Training on many devices)')
         _configure_health_check(config.distribute_timeout)
         options = tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=float(config.distribute_timeout))
+            timeout_seconds=float(config.distribute_collective_timeout))
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     return strategy
 
@@ -108,9 +111,10 @@ def _split_cpu(devices):
 
 
 def _configure_health_check(timeout):
-    """Workers ping each other every `timeout` / 2 seconds (each ping timing out after `timeout`
-    / 3, three tries); a peer that stays silent aborts every pending collective with an error
-    naming it, instead of a hang."""
+    """Workers ping each other every `timeout` / 2 seconds; a peer that leaves three pings of
+    `timeout` / 3 seconds each unanswered aborts every pending collective with an error naming
+    it, instead of a hang. (A dead peer refuses pings at once; the ping timeout matters for an
+    unreachable one.)"""
     from tensorflow.python.distribute import collective_all_reduce_strategy as cars
     extended = cars.CollectiveAllReduceExtended
     extended._enable_check_health = True

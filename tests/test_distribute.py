@@ -69,11 +69,11 @@ def test_a_two_replica_run_resumes_on_one_device_and_continues_the_step_count(tm
              '--eval_eps', '0', '--train_every', '10', '--log_every', '100']
     code, out, _ = run_module('dreamerv2_tf.train', [
         *flags, '--steps', '250', '--distribute', 'mirrored',
-        '--distribute_devices', '/cpu:0,/cpu:1'], timeout=400)
+        '--distribute_devices', '/cpu:0,/cpu:1'], timeout=900)
     assert code == 0, out[-3000:]
     assert 'Distribute mirrored: 2 replica(s) x batch 3 = global batch 6.' in out
     assert 'Training finished at step 250.' in out
-    code, out, _ = run_module('dreamerv2_tf.train', [*flags, '--steps', '350'], timeout=400)
+    code, out, _ = run_module('dreamerv2_tf.train', [*flags, '--steps', '350'], timeout=900)
     assert code == 0, out[-3000:]
     resumed = re.search(r'Resumed from \S+ at step (\d+) \((\d+) updates\)', out)
     assert resumed and int(resumed.group(1)) == 250 and int(resumed.group(2)) > 10, out[-2000:]

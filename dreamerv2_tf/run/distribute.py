@@ -5,8 +5,9 @@
     mirrored     MirroredStrategy over all local GPUs, or the devices in `distribute_devices`
                  (`/cpu:0,/cpu:1` splits the CPU into logical devices: for tests and benchmarks)
     multiworker  MultiWorkerMirroredStrategy over the cluster that `TF_CONFIG` describes; the
-                 workers ping each other, and one that stays silent for `distribute_timeout`
-                 seconds (crashed, unreachable) stops the others with an error naming it; a
+                 workers send heartbeats to the chief's coordination service, and one that
+                 stays silent for `distribute_timeout` seconds (crashed, unreachable) stops the
+                 others with an error naming it; a
                  collective waiting longer than `distribute_collective_timeout` fails too (a
                  live but stuck worker). The collective timeout must exceed the longest time
                  one worker may run ahead of another: an evaluation, a checkpoint, a first trace.
@@ -80,7 +81,7 @@ def make_strategy(config):
         if count == 1 and 'TF_CONFIG' not in os.environ:
             raise DistributeError('distribute multiworker needs TF_CONFIG (see the README: '
                               'Training on many devices)')
-        _configure_health_check(config.distribute_timeout)
+        _configure_coordination(config.distribute_timeout, count)
         options = tf.distribute.experimental.CommunicationOptions(
             timeout_seconds=float(config.distribute_collective_timeout))
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
@@ -110,19 +111,24 @@ def _split_cpu(devices):
                           f'op runs') from None
 
 
-def _configure_health_check(timeout):
-    """Workers ping each other every `timeout` / 2 seconds; a peer that leaves three pings of
-    `timeout` / 3 seconds each unanswered aborts every pending collective with an error naming
-    it, instead of a hang. (A dead peer refuses pings at once; the ping timeout matters for an
-    unreachable one.)"""
-    from tensorflow.python.distribute import collective_all_reduce_strategy as cars
-    extended = cars.CollectiveAllReduceExtended
-    extended._enable_check_health = True
-    extended._check_health_interval = max(1.0, timeout / 2)
-    extended._check_health_timeout = max(1, int(timeout / 3))
-    extended._check_health_retry_limit = 3
-    # Waiting for all workers to start at first: longer, but not forever.
-    extended._check_health_initial_timeout = max(120, int(2 * timeout))
+def _configure_coordination(timeout, workers):
+    """TensorFlow's coordination service (which MultiWorkerMirroredStrategy starts, and which
+    replaces its older Python health check) with our timeouts: a worker whose heartbeats stop for
+    `timeout` seconds counts as lost, and every other worker's pending collectives fail with
+    an error naming it, instead of a hang. At start, workers wait up to max(120, 2 x timeout)
+    seconds for each other. Must run before the strategy is created."""
+    from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+    from tensorflow.python.distribute import multi_worker_util
+    from tensorflow.python.eager import context
+    import tensorflow as tf
+    spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    context.context().configure_coordination_service(
+        service_type='standalone',
+        service_leader=multi_worker_util.coordination_leader(spec),
+        heartbeat_timeout_in_ms=int(1000 * timeout),
+        cluster_register_timeout_in_ms=int(1000 * max(120, 2 * timeout)),
+        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name='worker',
+                                                                 num_tasks=workers)])
 
 
 _PEER = re.compile(r'/job:(\w+)/replica:\d+/task:(\d+)')

@@ -2,6 +2,7 @@
 
     python -m dreamerv2_tf.bench train [--configs defaults atari] [--precision 32] [--steps 5]
                                        [--profile runs/profile]
+                                       [--distribute mirrored [--distribute_devices /cpu:0,/cpu:1]]
     python -m dreamerv2_tf.bench policy [--configs defaults atari] [--batch 1 64] [--calls 200]
                                         [--saved-model export/models/pong/3000]
                                         [--format savedmodel onnx tflite]
@@ -10,9 +11,10 @@
         [--root runs/learning/NAME] [--out benchmarks/learning/NAME]
 
 `train` times full agent updates (world model, actor and critic) on a random batch of the
-configured size (16 x 50 for the paper's configs) after warm-up steps (with `--profile`, also a
-profiler trace and a per-component table of time, FLOPs and the share of the matmul peak measured
-in the same process); `policy` times eval policy
+configured size (16 x 50 for the paper's configs; per replica with `--distribute`, which also
+prints samples (sequence steps) per second per replica and in total) after warm-up steps (with
+`--profile`, also a profiler trace and a per-component table of time, FLOPs and the share of the
+matmul peak measured in the same process); `policy` times eval policy
 steps of the in-process agent and, with `--saved-model`, of an exported SavedModel's
 `serving_default` signature (the config should match the exported one); with `--format`, also
 the policy core of each listed runtime (the SavedModel's `core` signature, onnxruntime,
@@ -116,9 +118,18 @@ def random_batch(obs_space, act_space, batch, length, seed=0):
 
 
 def bench_train(agent, config, args):
-    batch = random_batch(agent.obs_space, agent.act_space, config.dataset.batch,
+    strategy = getattr(agent, 'strategy', None)
+    replicas = strategy.num_replicas_in_sync if strategy else 1
+    per_replica = config.dataset.batch
+    batch = random_batch(agent.obs_space, agent.act_space, replicas * per_replica,
                          config.dataset.length)
-    state = agent.initial_train_state(config.dataset.batch)
+    if strategy:  # replica r trains on rows r*B..(r+1)*B of the global batch
+        whole = batch
+        batch = strategy.experimental_distribute_values_from_function(
+            lambda context: {k: v[context.replica_id_in_sync_group * per_replica:
+                                  (context.replica_id_in_sync_group + 1) * per_replica]
+                             for k, v in whole.items()})
+    state = agent.initial_train_state(per_replica)
     times = []
     for index in range(args.warmup + args.steps):
         start = time.perf_counter()
@@ -133,10 +144,17 @@ def bench_train(agent, config, args):
     print(f'train step, batch {shape}, precision {config.precision}, jit {config.jit}: median '
           f'{statistics.median(times):.2f} s over {len(times)} steps (min {min(times):.2f}, '
           f'max {max(times):.2f})')
+    samples = per_replica * config.dataset.length  # sequence steps per replica and update
+    median = statistics.median(times)
+    print(f'samples per second ({config.distribute}, {replicas} replica(s) x batch {shape}): '
+          f'{samples / median:.1f} per replica, {replicas * samples / median:.1f} in total')
     if args.profile:
-        from dreamerv2_tf.benchmarks import profile
-        profile.profile_step(agent, config, batch, args.profile)
-    return statistics.median(times)
+        if replicas > 1:
+            print('--profile times the components on one device; run it without --distribute.')
+        else:
+            from dreamerv2_tf.benchmarks import profile
+            profile.profile_step(agent, config, batch, args.profile)
+    return median
 
 
 def time_calls(step, state, args):
@@ -290,13 +308,22 @@ def main(argv=None):
         return 2
     if args.what == 'learn':
         return bench_learn(config, args, rest, argv)
+    strategy = None
+    if args.what == 'train' and config.distribute != 'none':
+        from dreamerv2_tf.run import distribute
+        try:  # before TensorFlow sets up its devices (logical CPUs)
+            configlib.check_distribute(config)
+            strategy = distribute.make_strategy(config)
+        except (configlib.ConfigError, distribute.DistributeError) as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 2
     import tensorflow as tf
     from dreamerv2_tf.agent import Agent
 
     tf.keras.utils.set_random_seed(config.seed)
     obs_space, act_space = spaces_of(config)
     start = time.perf_counter()
-    agent = Agent(config, obs_space, act_space)
+    agent = Agent(config, obs_space, act_space, strategy=strategy)
     params = sum(int(np.prod(v.shape)) for v in agent.wm.trainable_variables)
     print(f'{config.task}: world model {params:,} parameters, built in '
           f'{time.perf_counter() - start:.1f} s (TF {tf.__version__}, TF_ENABLE_ONEDNN_OPTS='

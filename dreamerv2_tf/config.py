@@ -25,6 +25,7 @@ CHOICES = (
     (r'envs_parallel', ('none', 'thread', 'process')),
     (r'precision', (16, 32, 'auto')),  # auto: mixed_float16 on a GPU, float32 on a CPU
     (r'jit', (True, False, 'xla')),
+    (r'distribute', ('none', 'mirrored', 'multiworker')),
 )
 
 
@@ -438,6 +439,22 @@ def help_text(config, program='python -m dreamerv2_tf.train'):
     return '\n'.join(lines)
 
 
+def check_distribute(config):
+    """The `distribute` keys that only make sense together (raises ConfigError)."""
+    for key in ('distribute_timeout', 'distribute_collective_timeout'):
+        if config[key] <= 0:
+            raise ConfigError(f"config key '{key}' must be positive seconds, got {config[key]}")
+    if config.distribute_devices and config.distribute != 'mirrored':
+        raise ConfigError(f"config key 'distribute_devices' needs --distribute mirrored "
+                          f"(distribute is {config.distribute})")
+    for device in config.distribute_devices.split(','):
+        if device.strip() and not re.fullmatch(
+                r'/?(job:\w+/(replica:\d+/)?(task:\d+/)?)?(device:)?(cpu|gpu|tpu):\d+',
+                device.strip(), re.IGNORECASE):
+            raise ConfigError(f"config key 'distribute_devices': '{device.strip()}' is not a "
+                              f"device name such as /gpu:0 or /cpu:1")
+
+
 class HelpRequested(Exception):
     """Raised by `from_argv` for -h/--help; its message is the help text."""
 
@@ -458,4 +475,6 @@ def from_argv(argv, program='python -m dreamerv2_tf.train'):
     config = compose(names)
     if '-h' in argv or '--help' in argv:
         raise HelpRequested(help_text(config, program))
-    return parse_flags(config, argv)
+    config = parse_flags(config, argv)
+    check_distribute(config)
+    return config

@@ -127,12 +127,14 @@ def make_outputs(logdir, pattern='.*'):
             logger.TensorBoardOutput(logdir)]
 
 
-def make_factories(config, outputs=None):
-    """The real agent, replays, logger and policy export, as `Trainer` takes them."""
+def make_factories(config, outputs=None, strategy=None, chief=True):
+    """The real agent, replays, logger and policy export, as `Trainer` takes them. Under a
+    `tf.distribute` strategy the agent is built in its scope; a non-chief worker exports nothing
+    and writes no TensorBoard events (the chief's hold the shared model's metrics)."""
 
     def make_agent(obs_space, act_space):
         from dreamerv2_tf.agent import Agent
-        return Agent(config, obs_space, act_space)
+        return Agent(config, obs_space, act_space, strategy=strategy)
 
     def make_replay(directory, mode):
         from dreamerv2_tf.run.replay import Replay
@@ -146,6 +148,9 @@ def make_factories(config, outputs=None):
 
     def make_logger(logdir):
         from dreamerv2_tf.run import logger as loglib
+        if outputs is None and not chief:
+            return loglib.Logger([loglib.TerminalOutput(), loglib.JSONLOutput(logdir)],
+                                 multiplier=config.action_repeat)
         return loglib.Logger(outputs or make_outputs(logdir), multiplier=config.action_repeat)
 
     def export(agent, step):
@@ -153,7 +158,7 @@ def make_factories(config, outputs=None):
         export_from_training(agent, config, config.logdir, step)
 
     return {'make_agent': make_agent, 'make_replay': make_replay, 'make_logger': make_logger,
-            'export': export}
+            'export': export if chief else None}
 
 
 @contextlib.contextmanager
@@ -196,25 +201,61 @@ def train(env=None, config=None, outputs=None, eval_env=None):
     config = resolve_logdir(config)
     logdir = pathlib.Path(config.logdir)
     check_same_run(config, logdir)
+    # Data-parallel training (issue 10): the strategy comes first, before TensorFlow sets up
+    # its devices; each of several workers runs on <logdir>/worker<i>, the chief (worker 0)
+    # also owns <logdir>/checkpoints, exports and the model's TensorBoard events.
+    strategy, run_dir, cluster = make_distribution(config, logdir)
     logdir.mkdir(parents=True, exist_ok=True)
-    record_config(config, logdir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_config(config, logdir if cluster['chief'] else run_dir)
     train_envs, eval_envs = make_envs(config, env, eval_env)
     try:
         with SignalGuard() as guard, messages_on_stdout():
             setup_tensorflow(config)
             try:
-                trainer = Trainer(config, logdir, train_envs, eval_envs,
-                                  check_stop=guard.check, **make_factories(config, outputs))
+                trainer = Trainer(config, run_dir, train_envs, eval_envs,
+                                  check_stop=guard.check,
+                                  chief=cluster['chief'], checkpoint_dir=logdir / 'checkpoints',
+                                  agree_step=cluster['agree_step'],
+                                  **make_factories(config, outputs, strategy, cluster['chief']))
             except ResumeError as e:
                 raise SystemExit(f'error: {e}') from None
             try:
                 return trainer.run()
             except StopRequested as stop:  # the checkpoint is saved; exit as the signal asks
                 raise SystemExit(128 + stop.signum) from None
+            except Exception as e:  # a collective that lost a worker: say which, exit 1
+                from dreamerv2_tf.run.distribute import describe_failure
+                lost = describe_failure(e) if config.distribute == 'multiworker' else None
+                if lost is None:
+                    raise
+                raise SystemExit(f'error: {lost}') from None
     finally:
         train_envs.close()
         if eval_envs is not None:
             eval_envs.close()
+
+
+def make_distribution(config, logdir):
+    """(strategy or None, this process's run directory, {'chief', 'agree_step'}) for
+    `config.distribute`; a bad setting exits with a one-line error (code 2)."""
+    from dreamerv2_tf.run import distribute
+    try:
+        configlib.check_distribute(config)
+        strategy = distribute.make_strategy(config)
+        worker, _ = (distribute.cluster_info() if config.distribute == 'multiworker'
+                     else (0, 1))
+    except (distribute.DistributeError, configlib.ConfigError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        raise SystemExit(2) from None
+    if strategy is not None:
+        print(f'Distribute {config.distribute}: {strategy.num_replicas_in_sync} replica(s) x '
+              f'batch {config.dataset.batch} = global batch '
+              f'{strategy.num_replicas_in_sync * config.dataset.batch}.', flush=True)
+    if config.distribute != 'multiworker':
+        return strategy, logdir, {'chief': True, 'agree_step': None}
+    return strategy, logdir / f'worker{worker}', {
+        'chief': worker == 0, 'agree_step': lambda step: distribute.agree_max(strategy, step)}
 
 
 def make_envs(config, env, eval_env):

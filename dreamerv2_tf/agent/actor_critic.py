@@ -7,6 +7,7 @@ import tensorflow as tf
 from dreamerv2_tf import schedules
 from dreamerv2_tf.agent import choices
 from dreamerv2_tf.agent import networks
+from dreamerv2_tf.agent import replicas
 from dreamerv2_tf.agent.behavior import Behavior
 from dreamerv2_tf.agent.optimizer import Optimizer, is_mixed
 
@@ -39,9 +40,10 @@ class StreamNorm:
 
     def __call__(self, inputs):
         batch = tf.reshape(tf.cast(inputs, tf.float64), [-1] + list(self.mag.shape))
-        mag = tf.reduce_mean(tf.abs(batch), 0)
-        self.mag.assign(self.momentum * self.mag + (1 - self.momentum) * mag)
-        normed = inputs / tf.cast(self.mag + self.eps, inputs.dtype) * self.scale
+        mag = replicas.mean(tf.reduce_mean(tf.abs(batch), 0))  # of the global batch
+        mag = self.momentum * self.mag + (1 - self.momentum) * mag
+        replicas.cross_replica(self.mag.assign, mag)
+        normed = inputs / tf.cast(mag + self.eps, inputs.dtype) * self.scale
         metrics = {'mean': tf.reduce_mean(inputs), 'std': tf.math.reduce_std(inputs),
                    'normed_mean': tf.reduce_mean(normed), 'normed_std': tf.math.reduce_std(normed)}
         return normed, metrics
@@ -190,7 +192,11 @@ class ActorCritic(Behavior):
         return loss, {'critic': tf.reduce_mean(dist.mode())}
 
     def update_slow_target(self):
-        """Every `slow_target_update` updates, slow <- mix * critic + (1 - mix) * slow."""
+        """Every `slow_target_update` updates, slow <- mix * critic + (1 - mix) * slow (once, in
+        cross-replica context, when training on many replicas: identical on all of them)."""
+        replicas.cross_replica(self._update_slow_target)
+
+    def _update_slow_target(self):
         if self.config.slow_target:
             due = tf.equal(self.updates % self.config.slow_target_update, 0)
             mix = tf.where(self.updates == 0, 1.0, float(self.config.slow_target_fraction))

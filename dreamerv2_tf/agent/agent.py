@@ -10,7 +10,17 @@ behind three compiled functions.
 State is passed explicitly (a pure carry), which maps one-to-one onto the exported SavedModel.
 All randomness comes from one `tf.random.Generator` (`agent.rng`, seeded by `config.seed`) that is
 checkpointed with the weights.
+
+Given a `tf.distribute` strategy, every variable (networks, optimizer state, slow critic, loss
+scale, counters and the generator) is created in its scope, and `train` takes a distributed
+batch (`dataset.batch` sequences per replica) and runs the update with `strategy.run`: one seed
+per update, drawn in cross-replica context and the same on every replica, from which each
+replica samples its rows of the global batch (`replicas.batch_noise`); gradients and batch
+statistics are averaged over replicas, so R replicas x batch B train like one device with batch
+R x B. The policy and the report run in cross-replica context, on the first replica's weights.
 """
+
+import contextlib
 
 import numpy as np
 import tensorflow as tf
@@ -18,6 +28,7 @@ import tensorflow as tf
 from dreamerv2_tf import protocol
 from dreamerv2_tf.agent import choices
 from dreamerv2_tf.agent import exploration
+from dreamerv2_tf.agent import replicas
 from dreamerv2_tf.agent.actor_critic import ActorCritic
 from dreamerv2_tf.agent.distributions import split_seed
 from dreamerv2_tf.agent.optimizer import MIXED_FLOAT16, is_mixed
@@ -38,9 +49,15 @@ def precision_policy(precision):
 
 class Agent:
 
-    def __init__(self, config, obs_space, act_space):
+    def __init__(self, config, obs_space, act_space, strategy=None):
         choices.check(config)  # the same table the config system validates flags against
         self.config = config
+        self.strategy = strategy  # None: one device, no tf.distribute at all
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            self._create(config, obs_space, act_space)
+        self._compile(config.jit)
+
+    def _create(self, config, obs_space, act_space):
         self.obs_space = dict(obs_space)
         self.act_space = dict(act_space)
         self.dtype = precision_policy(config.precision)
@@ -71,7 +88,6 @@ class Agent:
                                             'explore': self.expl_behavior.actor},
                              self.wm.preprocess)
         self._build()
-        self._compile(config.jit)
 
     def _build(self):
         """Creates every variable eagerly, before any function is traced."""
@@ -85,16 +101,21 @@ class Agent:
 
     def _compile(self, jit):
         if jit is False:  # eager, for debugging
-            self._policy_fn, self._train_fn, self._report_fn = (
-                self._policy, self._train, self._report)
+            self._policy_fn, self._report_fn = self._policy, self._report
+            self._train_fn = self._train_replicated if self.strategy else self._train
             return
         # No AutoGraph: tensor-dependent control flow is explicit (tf.scan, tf.cond) and every
         # Python branch or loop is over static values, so converting the source only costs time
         # (about half of each trace).
         xla = jit == 'xla'
         self._policy_fn = tf.function(self._policy, jit_compile=xla, autograph=False)
-        self._train_fn = tf.function(self._train, jit_compile=xla, autograph=False)
         self._report_fn = tf.function(self._report, autograph=False)
+        if self.strategy:
+            # A graph without XLA: the replica function synchronises (all-reduces, merge_call for
+            # the variable updates), which neither a nested tf.function nor XLA may contain.
+            self._train_fn = tf.function(self._train_replicated, autograph=False)
+            return
+        self._train_fn = tf.function(self._train, jit_compile=xla, autograph=False)
 
     # Networks and state --------------------------------------------------------------------------
 
@@ -124,7 +145,19 @@ class Agent:
         return self.acting.initial_state(batch_size)
 
     def initial_train_state(self, batch_size):
+        """The RSSM state the first update starts from; per replica under a strategy."""
+        if self.strategy:
+            return self.strategy.experimental_distribute_values_from_function(
+                lambda context: self.wm.rssm.initial(batch_size))
         return self.wm.rssm.initial(batch_size)
+
+    def distribute(self, make_dataset):
+        """`make_dataset()` (a `tf.data.Dataset` of per-replica batches) as the train step takes
+        it: one input pipeline per worker, its batches dealt to the worker's replicas in turn.
+        Without a strategy, the dataset itself."""
+        if not self.strategy:
+            return make_dataset()
+        return self.strategy.distribute_datasets_from_function(lambda context: make_dataset())
 
     def inputs(self, data, *extra):
         """The model's inputs among `data`'s keys (observations, plus `extra` such as the action)."""
@@ -150,13 +183,33 @@ class Agent:
     # Training ------------------------------------------------------------------------------------
 
     def train(self, data, state):
-        """One update of every network on a batch of [B, T] sequences; returns (state, metrics)."""
+        """One update of every network on a batch of [B, T] sequences; returns (state, metrics).
+        Under a strategy `data` and `state` are distributed values (B per replica; see
+        `distribute` and `initial_train_state`) and the metrics are averaged over replicas."""
         return self._train_fn(self.inputs(data, 'action'), state)
 
     def _train(self, data, state):
+        return self._train_step(data, state, tf.transpose(self.rng.make_seeds(1))[0])
+
+    def _train_replicated(self, data, state):
+        seed = tf.transpose(self.rng.make_seeds(1))[0]  # cross-replica: one seed for all
+        names = []
+
+        def replica_fn(data, state, seed):
+            state, metrics = self._train_step(data, state, seed)
+            names[:] = sorted(metrics)  # traced once per replica; the same keys each time
+            # One all-reduce for all metrics instead of one per scalar.
+            packed = tf.stack([tf.cast(metrics[k], tf.float32) for k in sorted(metrics)])
+            return state, replicas.mean(packed)
+
+        state, packed = self.strategy.run(replica_fn, args=(data, state, seed))
+        packed = self.strategy.experimental_local_results(packed)[0]
+        return state, dict(zip(names, tf.unstack(packed)))
+
+    def _train_step(self, data, state, seed):
         # Always three seeds, whether or not there is an exploration behaviour, so that the world
         # model and task draws do not depend on `expl_behavior`.
-        wm_seed, task_seed, expl_seed = split_seed(tf.transpose(self.rng.make_seeds(1))[0], 3)
+        wm_seed, task_seed, expl_seed = split_seed(seed, 3)
         seeds = {'task': task_seed, 'expl': expl_seed}
         state, outputs, metrics = self.wm.train(data, state, wm_seed)
         start = outputs['post']

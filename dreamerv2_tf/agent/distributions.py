@@ -14,6 +14,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from dreamerv2_tf.agent import replicas
+
 sg = tf.stop_gradient
 
 
@@ -27,7 +29,9 @@ def sample_categorical(logits, seed):
     with G ~ Gumbel(0, 1) has exactly the categorical distribution, and unlike
     `stateless_categorical` it compiles with XLA on CPU."""
     tiny = np.finfo(np.float32).tiny
-    uniform = tf.random.stateless_uniform(tf.shape(logits), seed, minval=tiny, maxval=1.0)
+    uniform = replicas.batch_noise(
+        lambda shape: tf.random.stateless_uniform(shape, seed, minval=tiny, maxval=1.0),
+        tf.shape(logits))
     return tf.argmax(logits - tf.math.log(-tf.math.log(uniform)), -1)
 
 
@@ -87,7 +91,9 @@ class Normal:
         self.event_dims = event_dims
 
     def sample(self, seed):
-        noise = tf.random.stateless_normal(tf.shape(self.loc), seed, dtype=tf.float32)
+        noise = replicas.batch_noise(
+            lambda shape: tf.random.stateless_normal(shape, seed, dtype=tf.float32),
+            tf.shape(self.loc))
         return self.loc + self.std * noise
 
     def mode(self):
@@ -131,7 +137,8 @@ class Bernoulli:
         self.event_dims = event_dims
 
     def sample(self, seed):
-        uniform = tf.random.stateless_uniform(tf.shape(self.logits), seed)
+        uniform = replicas.batch_noise(lambda shape: tf.random.stateless_uniform(shape, seed),
+                                       tf.shape(self.logits))
         return tf.cast(uniform < tf.sigmoid(self.logits), tf.float32)
 
     def mode(self):
@@ -168,7 +175,14 @@ class TruncNormal:
         self._dist = tfp.distributions.TruncatedNormal(self.loc, self.scale, low, high)
 
     def sample(self, seed):
-        value = self._dist.sample(seed=tf.cast(seed, tf.int32))  # TFP wants int32 seeds
+        if replicas.replica_context() is None:
+            value = self._dist.sample(seed=tf.cast(seed, tf.int32))  # TFP wants int32 seeds
+        else:  # this replica's rows of a global-batch draw (see replicas.batch_noise)
+            import tensorflow_probability as tfp
+            loc, rows = replicas.tile_for_batch_noise(self.loc)
+            scale, _ = replicas.tile_for_batch_noise(self.scale)
+            tiled = tfp.distributions.TruncatedNormal(loc, scale, self.low, self.high)
+            value = rows(tiled.sample(seed=tf.cast(seed, tf.int32)))
         clipped = tf.clip_by_value(value, self.low + self.clip, self.high - self.clip)
         return value + sg(clipped - value)
 

@@ -13,6 +13,7 @@ import tensorflow as tf
 from dreamerv2_tf.agent import choices
 from dreamerv2_tf.agent import distributions as dists
 from dreamerv2_tf.agent import networks
+from dreamerv2_tf.agent import replicas
 from dreamerv2_tf.agent.actor_critic import ActorCritic, StreamNorm
 from dreamerv2_tf.agent.behavior import Behavior
 from dreamerv2_tf.agent.optimizer import Optimizer, is_mixed
@@ -38,7 +39,8 @@ class Uniform:
     def sample(self, seed):
         if self.discrete:
             return dists.OneHot(tf.zeros(self.shape)).sample(seed)
-        return tf.random.stateless_uniform(self.shape, seed, -1.0, 1.0)
+        return replicas.batch_noise(
+            lambda shape: tf.random.stateless_uniform(shape, seed, -1.0, 1.0), self.shape)
 
     def mode(self):
         raise ValueError('the Random behaviour has no mode; it only samples')

@@ -16,6 +16,7 @@ import tensorflow as tf
 from dreamerv2_tf import protocol
 from dreamerv2_tf.agent import choices
 from dreamerv2_tf.agent import distributions as dists
+from dreamerv2_tf.agent import replicas
 from dreamerv2_tf.agent.distributions import split_seed
 
 sg = tf.stop_gradient
@@ -350,8 +351,9 @@ class RSSM(LazyBuild, keras.Model):
         value_lhs = value = kl(lhs, stop(rhs))
         value_rhs = kl(stop(lhs), rhs)
         if free_avg:
-            loss_lhs = tf.maximum(tf.reduce_mean(value_lhs), free)
-            loss_rhs = tf.maximum(tf.reduce_mean(value_rhs), free)
+            # Free nats of the batch mean: of the global batch when running on many replicas.
+            loss_lhs = replicas.mean_at_least(value_lhs, free)
+            loss_rhs = replicas.mean_at_least(value_rhs, free)
         else:
             loss_lhs = tf.reduce_mean(tf.maximum(value_lhs, free))
             loss_rhs = tf.reduce_mean(tf.maximum(value_rhs, free))

@@ -11,6 +11,13 @@ from replay, evaluate, log, checkpoint and export.
     check_stop() -> None                        # raises StopRequested between env steps
     export(agent, step) -> None                 # every `export_every` steps (None: no exports)
 
+Data-parallel runs (issue 10) give an agent built with a `tf.distribute` strategy: the loop feeds
+it through `agent.distribute` (one input pipeline per worker). On several workers each worker
+runs its own Trainer on `<logdir>/worker<i>`; `chief=False` workers restore from the chief's
+`checkpoint_dir` but never write it, and `agree_step(step)` (the largest step over workers)
+aligns the step counters after the prefill, so that every worker trains at the same steps and
+calls the collective train step equally often.
+
 The agent's `step` variable is the loop's only step counter (agent steps; logged x
 `action_repeat`): the loop advances it and the checkpoint stores it. Messages go to this module's
 `logging` logger; the command shows them on stdout.
@@ -79,7 +86,8 @@ class Trainer:
     """One training run on `logdir`, resumed from its latest checkpoint if there is one."""
 
     def __init__(self, config, logdir, train_envs, eval_envs, make_agent, make_replay,
-                 make_logger, check_stop=None, export=None):
+                 make_logger, check_stop=None, export=None, chief=True, checkpoint_dir=None,
+                 agree_step=None):
         import tensorflow as tf
         from dreamerv2_tf.run import logger as loglib
         from dreamerv2_tf.run.checkpoint import Checkpoint
@@ -88,6 +96,7 @@ class Trainer:
         self.config, self.logdir = config, pathlib.Path(logdir)
         self.check_stop = check_stop or (lambda: None)
         self.export = export  # given, not imported: serving sits above run/ in the layering
+        self.chief, self.agree_step = chief, agree_step  # several workers (issue 10)
         self.train_replay = make_replay(self.logdir / 'train_episodes', 'train')
         self.eval_replay = make_replay(self.logdir / 'eval_episodes', 'eval')
         self.logger = make_logger(self.logdir)
@@ -102,7 +111,7 @@ class Trainer:
         # The train schedule's last trigger (-1: none yet) is saved so that a resumed run trains
         # at the steps the uninterrupted run would have, with no extra or missing update.
         self.train_last = tf.Variable(-1, dtype=tf.int64, trainable=False, name='train_last')
-        directory = self.logdir / 'checkpoints'
+        directory = pathlib.Path(checkpoint_dir) if checkpoint_dir else self.logdir / 'checkpoints'
         self.checkpoint = Checkpoint(directory, self.agent,
                                      {'updates': self.updates, 'train_last': self.train_last})
         try:
@@ -220,6 +229,8 @@ class Trainer:
             self.metrics.setdefault(name, []).append(float(value))
 
     def save(self, reason):
+        if not self.chief:  # one writer: the chief's checkpoint holds the (identical) weights
+            return
         last = self.should_train.last
         self.train_last.assign(-1 if last is None else last)
         path = self.checkpoint.save()
@@ -234,6 +245,8 @@ class Trainer:
         `check_stop` saves a checkpoint, then propagates."""
         try:
             self.prefill()
+            if self.agree_step is not None:  # workers' prefills end at different episode ends
+                self.agent.step.assign(self.agree_step(self.step))
             self.make_datasets()
             if not self.restored:
                 for _ in range(self.config.pretrain):
@@ -259,6 +272,9 @@ class Trainer:
             # Release the tf.data generators now: left to interpreter shutdown they fail noisily.
             self.train_dataset = self.report_dataset = self.eval_dataset = None
         log.info(f'Training finished at step {self.step}.')
+        if self.agree_step is not None:
+            from dreamerv2_tf.run.distribute import weights_digest
+            log.info(f'Weights digest {weights_digest(self.agent)} (the same on every worker).')
         return {'step': self.step, 'updates': int(self.updates.numpy()),
                 'logdir': str(self.logdir)}
 
@@ -285,7 +301,14 @@ class Trainer:
                                    prefetch))
 
     def make_datasets(self):
-        self.train_dataset = self.dataset(self.train_replay)
+        distribute = getattr(self.agent, 'distribute', None)
+        if getattr(self.agent, 'strategy', None) and distribute:
+            # Batches of `dataset.batch` per replica, dealt to this worker's replicas.
+            prefetch = 0 if self.config.deterministic else 5
+            self.train_dataset = iter(distribute(lambda: self.train_replay.dataset(
+                self.config.dataset.batch, self.config.dataset.length, prefetch)))
+        else:
+            self.train_dataset = self.dataset(self.train_replay)
         self.report_dataset = self.dataset(self.train_replay)
         self.train_state = self.agent.initial_train_state(self.config.dataset.batch)
 

@@ -54,8 +54,12 @@ def test_step_flops_match_a_hand_count_of_the_tiny_atari_config(tiny_atari_agent
         'actor': (horizon - 1) * rows * (actor + scalar_head),
         'critic': horizon * rows * scalar_head,
     }
-    backward = {k: 2 * v for k, v in forward.items()}
-    backward['imagination'] = backward['targets'] = 0  # reinforce stops at the log-probs
+    # Backward: one forward pass per gradient kind needed (inputs, weights). The world model
+    # needs both; the critic and the actor read stopped features (weights only); reinforce
+    # gradients stop at the log-probabilities, so the baseline, targets and rollout need none.
+    backward = {k: 2 * forward[k] for k in ('encoder', 'rssm_observe', 'decoder', 'heads')}
+    backward.update(critic=forward['critic'], actor=(horizon - 1) * rows * actor,
+                    imagination=0, targets=0)
     expected = {k: (forward[k], backward[k]) for k in forward}
     assert profile.step_flops(agent, batch, length, horizon) == expected
 

@@ -4,7 +4,8 @@ share of this machine's matmul peak (`python -m dreamerv2_tf.bench train --profi
 FLOPs count multiply-adds as 2 and only the matmuls and convolutions (the rest is a few percent).
 They come from the built networks' kernel shapes and the batch, sequence and horizon sizes, not
 from a profiler, so they are the same on every machine; a test checks them against a hand count.
-Backward passes are counted as twice their forward pass (gradients for inputs and for weights).
+A backward pass counts one forward pass for each kind of gradient it needs (for a layer's inputs,
+for its weights), so twice the forward pass in the world model and once where only one is needed.
 
 Components are timed as separate compiled functions on the same batch, so the table shows where a
 step spends time; their sum differs from the fused step a little (the step overlaps and shares
@@ -115,13 +116,20 @@ def step_flops(agent, batch, length, horizon):
     }
     if ac.actor_grad in ('reinforce', 'both'):
         forward['actor'] += (horizon - 1) * rows * critic  # the baseline
+    # A backward pass costs one forward pass per kind of gradient it needs: for the inputs of a
+    # layer and for its weights (TensorFlow prunes the other). The world model needs both
+    # everywhere (the first convolution's input gradient is counted too, a small excess).
     backward = {name: 2 * forward[name] for name in (
-        'encoder', 'rssm_observe', 'decoder', 'heads', 'actor', 'critic')}
-    # Reinforce gradients stop at the actor's log-probabilities; dynamics gradients flow back
-    # through the targets and the imagined rollout.
+        'encoder', 'rssm_observe', 'decoder', 'heads')}
+    # The critic and the actor read stopped features: weight gradients only.
+    backward['critic'] = forward['critic']
+    backward['actor'] = (horizon - 1) * rows * actor
+    # Reinforce gradients stop at the actor's log-probabilities. Dynamics gradients flow back
+    # through the targets and the imagined rollout for their inputs (the heads, slow critic and
+    # RSSM are not trained by the actor loss), and into the rollout's actor for its weights.
     dynamics = ac.actor_grad in ('dynamics', 'both')
-    backward['imagination'] = 2 * forward['imagination'] if dynamics else 0
-    backward['targets'] = 2 * forward['targets'] if dynamics else 0
+    backward['imagination'] = forward['imagination'] if dynamics else 0
+    backward['targets'] = forward['targets'] if dynamics else 0
     return {name: (forward[name], backward[name]) for name in forward}
 
 

@@ -31,6 +31,7 @@ helpers stay free of it.
 
 import collections
 import datetime
+import errno
 import io
 import json
 import logging
@@ -185,7 +186,12 @@ def save_episode(directory, episode, clock=None):
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **episode)
     path = directory / name
-    _write_atomic(path, buffer.getbuffer())
+    try:
+        _write_atomic(path, buffer.getbuffer())
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # name the file; the temp file is gone
+            raise OSError(e.errno, os.strerror(e.errno), str(path)) from None
+        raise
     return path
 
 
@@ -307,6 +313,10 @@ class Replay:
         For resuming: the files written after a checkpoint are set aside, so that the replay
         matches it. Files are moved, never deleted."""
         if self.directory is None:
+            return 0
+        if name and parse_filename(name) is None:
+            logger.warning('Replay %s: %r is not an episode name; setting nothing aside.',
+                           self.directory, name)
             return 0
         after = parse_filename(name).order if name else None
         moved = []

@@ -24,6 +24,9 @@ tiny`, in real `python -m dreamerv2_tf.train` processes):
   the steps are skipped (weights unchanged and finite) and counted in `<name>_skipped_steps`.
 * replay: truncated, random, empty, pickled and foreign `.npz` files in a replay folder are
   skipped with a warning; the rest loads and samples.
+* fuzz: `--fuzz` (200) random malformed command lines and config files given to the training
+  command (in-process, training itself stubbed out): each must end with one `error:` line and
+  exit code 2, never a traceback.
 
 Progress is printed as it goes; finished parts (and finished kills) are kept in
 `<root>/results.json`, so rerunning the same command continues where it stopped. The table goes
@@ -47,7 +50,7 @@ import time
 
 import numpy as np
 
-PARTS = ('kills', 'fallback', 'enospc', 'nonfinite', 'replay')
+PARTS = ('kills', 'fallback', 'enospc', 'nonfinite', 'replay', 'fuzz')
 KILL_KINDS = ('random', 'episode write', 'checkpoint save', 'checkpoint index')
 # Steps per training phase: each phase ends with a checkpoint and an evaluation.
 BASE = ['--configs', 'defaults', 'cartpole', 'tiny', '--steps', '1e6', '--prefill', '200',
@@ -63,6 +66,7 @@ def parse(argv):
     parser.add_argument('--root', default='runs/faults', help='folder of the runs')
     parser.add_argument('--out', default='benchmarks/faults', help='report folder')
     parser.add_argument('--only', nargs='+', choices=PARTS, default=list(PARTS))
+    parser.add_argument('--fuzz', type=int, default=200, help='malformed inputs of the fuzz part')
     parser.add_argument('--timeout', type=float, default=600, help='seconds any one process may '
                         'take (a hang guard)')
     args = parser.parse_args(argv)
@@ -622,6 +626,112 @@ def part_replay(args, root, say):
     return result
 
 
+# Fuzzing -------------------------------------------------------------------------------------
+
+_WORDS = ('steps', 'model_opt.lr', 'rssm.deter', 'precision', 'jit', 'replay.capacity',
+          'render_size', 'task', 'encoder.mlp_keys', 'actor_ent', 'deterministic', 'seed')
+_BAD_VALUES = ('abc', '', '1.5.2', 'nan?', '--', '[1, 2', '{}', 'True False', '\x00', 'é' * 3,
+               '1e400', '-', '0x1g', 'None', '9' * 400, 'linear(1,2)', 'linear(a,b,c)')
+_BAD_YAML = (
+    'steps: [1, 2\n', 'steps: 1\n  bad indent: 2\n', '- a\n- b\n', '"just a string"\n',
+    '42\n', 'steps: !!python/object:os.system echo\n', 'rssm: {deter: [[1]]}\n',
+    'rssm: {deter: abc}\n', 'unknown_key: 1\n', 'model_opt: {lrr: 1}\n', 'steps: {a: 1}\n',
+    'precision: 8\n', 'jit: maybe\n', '\tsteps: 1\n', 'steps: 1\nsteps: 2\n',
+    'a: &x [1]\nb: *y\n', '{' * 200 + '}' * 200, 'render_size: []\n',
+    'render_size: [1, a]\n', 'log_keys_video: [1, "a"]\n', '"[": 1\n', 'encoder: 5\n',
+    'task: 5\nseed: [1]\n', 'actor_ent: linear(1)\n', 'replay: {capacity: true}\n')
+
+
+def fuzz_inputs(rng, count, folder):
+    """`count` malformed (argv, description) pairs for the training command; config files are
+    written to `folder`."""
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = []
+    for index in range(count):
+        kind = rng.randrange(9)
+        if kind == 0:  # unknown or misspelt flag
+            word = rng.choice(_WORDS)
+            cut = rng.randrange(len(word))
+            argv = [f'--{word[:cut]}{rng.choice("xyz_.")}{word[cut:]}', '1']
+        elif kind == 1:  # a known flag with a bad value
+            argv = [f'--{rng.choice(_WORDS)}', rng.choice(_BAD_VALUES)]
+        elif kind == 2:  # a flag without a value, or values without a flag
+            argv = rng.choice([[f'--{rng.choice(_WORDS)}'], ['value', '--steps', '5'],
+                               ['--steps', '1', '2'], ['--', '5'], ['--=1']])
+        elif kind == 3:  # broken regex keys
+            argv = [rng.choice(['--[', '--(.*', r'--.*\.norm(', '--*', '--a{2,1}', '--.*x$']),
+                    'layer']
+        elif kind == 4:  # bad config blocks
+            argv = ['--configs', *rng.choice([[], ['nonexistent'], ['defaults', 'atary'],
+                                              [str(folder)], [str(folder / 'missing.yaml')]])]
+        elif kind in (5, 6):  # malformed YAML config files
+            path = folder / f'case{index}.yaml'
+            path.write_text(rng.choice(_BAD_YAML))
+            argv = ['--configs', 'defaults', str(path)]
+        elif kind == 7:  # binary and non-UTF-8 config files
+            path = folder / f'case{index}.yaml'
+            path.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+                             + b'\xff\xfe: [')
+            argv = ['--configs', str(path)]
+        else:  # bad tasks and mixed garbage
+            argv = rng.choice([['--task', rng.choice(['atari_', 'dmc_x', 'nosuite_x', 'atari_pongg',
+                                                      'dmc_walker', '', 'crafter_nope'])],
+                               ['--seed', '1', 'junk', '--steps'],
+                               ['--render_size', '64', 'x'], ['--precision=', '32']])
+        cases.append(argv)
+    return cases
+
+
+def try_command(argv):
+    """Runs the training command's `main(argv)` in-process with training stubbed out; returns
+    (exit code or None if it reached training, output, traceback text or None)."""
+    import contextlib
+    import io
+    import traceback
+    from dreamerv2_tf import train
+    out = io.StringIO()
+    real = train.train
+    train.train = lambda **kwargs: None  # reaching here means the input was valid
+    reached = []
+    train.train = lambda **kwargs: reached.append(kwargs)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = train.main(list(argv))
+    except SystemExit as e:
+        code, trace = e.code, None
+    except BaseException:  # noqa: BLE001 - what the fuzzing looks for
+        return None, out.getvalue(), traceback.format_exc()
+    else:
+        trace = None
+    finally:
+        train.train = real
+    return (None if reached else code), out.getvalue(), trace
+
+
+def part_fuzz(args, root, say):
+    rng = random.Random(args.seed)
+    cases = fuzz_inputs(rng, args.fuzz, root / 'fuzz')
+    result = {'inputs': len(cases), 'tracebacks': 0, 'exit 2 with one error line': 0,
+              'valid (reached training)': 0, 'other': 0, 'examples': []}
+    for argv in cases:
+        code, output, trace = try_command(argv)
+        lines = output.strip().splitlines()
+        if trace:
+            result['tracebacks'] += 1
+            result['examples'].append([argv, trace.strip().splitlines()[-1]])
+        elif code is None:
+            result['valid (reached training)'] += 1
+        elif code == 2 and len(lines) == 1 and lines[0].startswith('error: '):
+            result['exit 2 with one error line'] += 1
+        else:
+            result['other'] += 1
+            result['examples'].append([argv, code, lines[:3]])
+    say(f"  fuzz: {result['inputs']} inputs, {result['tracebacks']} tracebacks, "
+        f"{result['exit 2 with one error line']} one-line errors, {result['other']} other")
+    return result
+
+
 class Saved(dict):
     """Results kept in `<root>/results.json` so that a rerun continues."""
 
@@ -674,6 +784,12 @@ def table(saved):
                      f"{replay['warned about']}, good episodes loaded "
                      f"{replay['good episodes loaded']}/4, sampling works "
                      f"{replay['sampled chunks'] == 20} | each skipped with a warning |")
+    fuzz = saved.get('fuzz')
+    if fuzz:
+        lines.append(f"| malformed command lines and config files | {fuzz['inputs']} | "
+                     f"tracebacks {fuzz['tracebacks']}, one-line error + exit 2 "
+                     f"{fuzz['exit 2 with one error line']}, reached training "
+                     f"{fuzz['valid (reached training)']}, other {fuzz['other']} | 0 tracebacks |")
     return '\n'.join(lines)
 
 
@@ -690,7 +806,8 @@ def main(argv):
              'fallback': lambda: part_fallback(args, root, say),
              'enospc': lambda: part_enospc(args, root, say),
              'nonfinite': lambda: part_nonfinite(args, root, say),
-             'replay': lambda: part_replay(args, root, say)}
+             'replay': lambda: part_replay(args, root, say),
+             'fuzz': lambda: part_fuzz(args, root, say)}
     for name in args.only:
         if name in saved:
             say(f'{name}: done before (delete {root}/results.json to redo)')

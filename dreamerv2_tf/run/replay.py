@@ -399,6 +399,12 @@ class Replay:
                 logger.warning('Replay: skipping unreadable episode file %s (%s).', path,
                                str(e).replace('\n', ' '))
                 continue
+            if loaded and episode.keys() != loaded[0].data.keys():
+                # Episodes are batched together, so all need the keys of the newest one.
+                logger.warning('Replay: skipping episode file %s: its keys %s differ from those of '
+                               'the newest episode %s.', path, sorted(episode),
+                               sorted(loaded[0].data))
+                continue
             item = _Loaded(episode, path)
             if self.max_bytes and loaded and nbytes + item.nbytes > self.max_bytes:
                 break

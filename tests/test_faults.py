@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import pathlib
-import random
 import signal
 import subprocess
 import sys
@@ -227,8 +226,8 @@ def test_bad_files_in_a_replay_folder_are_skipped_with_a_warning(tmp_path):
 def test_fuzzed_command_lines_and_config_files_give_one_error_line(tmp_path):
     import argparse
     from dreamerv2_tf.benchmarks import faults
-    result = faults.part_fuzz(argparse.Namespace(seed=random.randrange(10**6), fuzz=60),
+    result = faults.part_fuzz(argparse.Namespace(seed=7, fuzz=25),
                               tmp_path, lambda line: None)
     assert result['tracebacks'] == 0 and result['other'] == 0, result['examples']
-    assert result['inputs'] == 60
-    assert result['exit 2 with one error line'] >= 50  # malformed inputs, not valid ones
+    assert result["inputs"] == 25
+    assert result["exit 2 with one error line"] >= 20  # malformed inputs, not valid ones

@@ -656,7 +656,13 @@ class Replay:
         generator = lambda: sampler  # noqa: E731 (tf.data wants a callable)
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
         dataset = dataset.batch(int(batch), drop_remainder=True)
-        return dataset.prefetch(prefetch) if prefetch else dataset
+        if prefetch:
+            return dataset.prefetch(prefetch)
+        # tf.data would otherwise add a prefetch of its own, which samples ahead: the sampler's
+        # state (checkpointed) must be that of the batches handed out.
+        options = tf.data.Options()
+        options.experimental_optimization.inject_prefetch = False
+        return dataset.with_options(options)
 
 
 

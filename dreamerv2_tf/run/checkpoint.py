@@ -3,7 +3,8 @@
 Saved: every network variable keyed by its Keras path (`world_model/...` style names, stable
 across processes), every optimizer (Adam moments, iteration count, loss scale), the slow critic,
 the agent's step and update counters, normaliser state, the agent's RNG state, and the training
-loop's counters (numbers, and strings such as the replay samplers' random states). Keras 3 keeps
+loop's counters (numbers, strings such as the replay samplers' random states, and the RSSM state
+carried between train batches). Keras 3 keeps
 sublayers held in lists and dicts out of TensorFlow's object graph, so variables are listed
 explicitly instead of tracked through the networks.
 

@@ -112,11 +112,22 @@ class Trainer:
         self.sampler_states = {name: tf.Variable('?', dtype=tf.string, trainable=False)
                                for name in ('train', 'report', 'eval')}
         self.samplers = {}
+        # The RSSM state carried from one train batch to the next (spec 9.9) is saved too: it
+        # reaches the next batch wherever a chunk starts in the middle of a sequence. The
+        # original restarted it from zeros on resume. Any shape, so a changed batch size can
+        # still resume (and then starts from the initial state).
+        initial = self.agent.initial_train_state(config.dataset.batch)
+        self.saved_train_state = {}
+        if isinstance(initial, dict):
+            self.saved_train_state = {
+                k: tf.Variable(v, trainable=False, shape=tf.TensorShape(None))
+                for k, v in initial.items()}
         directory = self.logdir / 'checkpoints'
         self.checkpoint = Checkpoint(directory, self.agent, {
             'updates': self.updates, 'train_last': self.train_last, 'log_last': self.log_last,
             **{f'replay_{k}': v for k, v in self.replay_marks.items()},
-            **{f'sampler_{k}': v for k, v in self.sampler_states.items()}})
+            **{f'sampler_{k}': v for k, v in self.sampler_states.items()},
+            **{f'train_state_{k}': v for k, v in self.saved_train_state.items()}})
         try:
             self.restored = self.checkpoint.restore()
         except (tf.errors.OpError, ValueError) as e:
@@ -255,6 +266,9 @@ class Trainer:
             self.replay_marks[name].assign(replay.newest or '')
         for name, sampler in self.samplers.items():
             self.sampler_states[name].assign(sampler.state())
+        if self.saved_train_state and isinstance(self.train_state, dict):
+            for key, variable in self.saved_train_state.items():
+                variable.assign(self.train_state[key])
         path = self.checkpoint.save()
         self.last_save = time.monotonic()
         log.info(f'Saved checkpoint {path} ({reason}, step {self.step}).')
@@ -307,7 +321,7 @@ class Trainer:
             self.train_driver.reset()
             self.train_replay.clear_ongoing()
 
-    train_dataset = report_dataset = eval_dataset = None
+    train_dataset = report_dataset = eval_dataset = train_state = None
     last_eval_step = None
 
     def dataset(self, replay, name):
@@ -325,6 +339,11 @@ class Trainer:
         self.train_dataset = self.dataset(self.train_replay, 'train')
         self.report_dataset = self.dataset(self.train_replay, 'report')
         self.train_state = self.agent.initial_train_state(self.config.dataset.batch)
+        if self.restored and self.saved_train_state:
+            import tensorflow as tf
+            saved = {k: tf.convert_to_tensor(v) for k, v in self.saved_train_state.items()}
+            if all(saved[k].shape == v.shape for k, v in self.train_state.items()):
+                self.train_state = saved  # the initial state unless the checkpoint had one
 
     def evaluate(self):
         """Eval episodes with the current weights, then the open-loop report on eval data. The

@@ -9,6 +9,8 @@
     python -m dreamerv2_tf.bench learn --task dmc_cartpole_balance \
         --configs defaults dmc_proprio small --seeds 3 --steps 5e4 [--parallel 1] \
         [--root runs/learning/NAME] [--out benchmarks/learning/NAME]
+    python -m dreamerv2_tf.bench faults [--kills 20]      (see: bench faults --help)
+    python -m dreamerv2_tf.bench memory [--minutes 30]    (see: bench memory --help)
 
 `train` times full agent updates (world model, actor and critic) on a random batch of the
 configured size (16 x 50 for the paper's configs; per replica with `--distribute`, which also
@@ -52,7 +54,8 @@ def parse(argv):
     parser = argparse.ArgumentParser(
         prog='python -m dreamerv2_tf.bench', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument('what', choices=('train', 'policy', 'learn'), help='what to measure')
+    parser.add_argument('what', choices=('train', 'policy', 'learn', 'faults', 'memory'),
+                        help='what to measure (faults, memory: see --help of each)')
     parser.add_argument('--configs', nargs='+', default=['defaults', 'atari'],
                         help='config blocks (default: defaults atari)')
     parser.add_argument('--steps', type=count, default=5,
@@ -82,6 +85,8 @@ def parse(argv):
                         help='episodes of the random-policy baseline (learn)')
     parser.add_argument('--report-only', action='store_true',
                         help='only rewrite the report from what the seeds logged so far (learn)')
+    if argv and argv[0] in ('faults', 'memory'):
+        return argparse.Namespace(what=argv[0]), argv[1:]  # they parse their own options
     args, rest = parser.parse_known_args(argv)
     if args.what == 'learn' and '--steps' not in argv:
         parser.error('learn needs --steps (agent steps per seed)')
@@ -299,6 +304,9 @@ def main(argv=None):
 
     argv = sys.argv[1:] if argv is None else argv
     args, rest = parse(argv)
+    if args.what in ('faults', 'memory'):
+        import importlib
+        return importlib.import_module(f'dreamerv2_tf.benchmarks.{args.what}').main(rest)
     try:
         config = configlib.parse_flags(configlib.compose(args.configs), rest)
         if args.task:

@@ -9,6 +9,7 @@ exit with status 2.
 import difflib
 import io
 import json
+import math
 import pathlib
 import re
 
@@ -47,6 +48,13 @@ def _closest(word, candidates, n=3):
 
 def is_pattern(key):
     return not _KEY.match(key)
+
+
+def _compile(pattern):
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise ConfigError(f"key pattern '{pattern}' is not a valid regex: {e}") from None
 
 
 class Config:
@@ -132,7 +140,7 @@ class Config:
         for mapping in (*mappings, kwargs):
             for key, value in _flatten(mapping).items():
                 if is_pattern(key):
-                    regex = re.compile(key)
+                    regex = _compile(key)
                     targets = [k for k in flat if regex.match(k)]
                     if not targets:
                         raise ConfigError(f"pattern '{key}' matches no config key")
@@ -182,8 +190,8 @@ def _parse_int(key, value):
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"config key '{key}' takes an integer, got {value!r}") from None
-    if number != int(number):
-        raise ConfigError(f"config key '{key}' takes an integer, got {value!r}")
+    if not math.isfinite(number) or number != int(number):
+        raise ConfigError(f"config key '{key}' takes an integer, got {str(value)[:40]!r}")
     return int(number)
 
 
@@ -240,6 +248,8 @@ def convert(key, old, value):
         if isinstance(value, (list, tuple)):
             raise ConfigError(f"config key '{key}' takes one {_type_name(old)}, got a list {value!r}")
         new = _parse_scalar(key, old, value)
+    if re.search(r'(^|\.)(\w+_)?keys(_\w+)?$', key) and isinstance(new, str):
+        _compile(new)  # regexes of observation keys (encoder.mlp_keys, log_keys_sum, ...)
     _check_choice(key, new)
     return new
 
@@ -344,7 +354,11 @@ def load_block(name):
     if path.suffix in ('.yaml', '.yml') or path.is_file():
         if not path.is_file():
             raise ConfigError(f"config file '{name}' does not exist")
-        return load_yaml(path.read_text(), path)
+        try:
+            text = path.read_text(encoding='utf-8')
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read config file '{name}': {e}") from None
+        return load_yaml(text, path)
     path = configs_dir() / f'{name}.yaml'
     if not path.is_file():
         names = block_names()
@@ -398,7 +412,7 @@ def parse_flags(config, argv):
 def _flag_targets(config, key):
     flat = config.flat
     if is_pattern(key):
-        regex = re.compile(key)
+        regex = _compile(key)
         targets = [k for k in flat if regex.match(k)]
         if not targets:
             raise ConfigError(f"flag pattern '--{key}' matches no config key")

@@ -142,9 +142,9 @@ def make_factories(config, outputs=None, strategy=None, chief=True):
         if mode == 'train':
             return Replay(directory, capacity, replay.minlen, replay.maxlen,
                           replay.prioritize_ends, replay.ongoing, replay.delete_evicted,
-                          seed=config.seed)
+                          seed=config.seed, max_bytes=replay.max_bytes)
         return Replay(directory, capacity // 10, config.dataset.length, config.dataset.length,
-                      seed=config.seed + 1)
+                      seed=config.seed + 1, max_bytes=replay.max_bytes / 10)
 
     def make_logger(logdir):
         from dreamerv2_tf.run import logger as loglib
@@ -309,10 +309,30 @@ def main(argv=None):
     except RunMismatch as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
+    except Exception as e:
+        if not _disk_full(e):
+            raise
+        # Episode files and checkpoints are written atomically, so nothing half-written stays.
+        print(f'error: {_disk_full(e)}; free some space and rerun the same command to resume '
+              f'from the last checkpoint', file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print('\nInterrupted.', file=sys.stderr)
         return 130
     return 0
+
+
+def _disk_full(error):
+    """One line describing a full disk if `error` (or what caused it) is one, else ''."""
+    from dreamerv2_tf.run.checkpoint import DiskFullError, is_disk_full
+    while error is not None:
+        if isinstance(error, DiskFullError):
+            return error.strerror
+        if is_disk_full(error):
+            where = f' while writing {error.filename}' if getattr(error, 'filename', None) else ''
+            return f'no space left on the device{where}'
+        error = error.__cause__ or error.__context__
+    return ''
 
 
 class _CallableModule(types.ModuleType):

@@ -197,3 +197,33 @@ def test_random_policy_gives_one_hot_uniform_actions():
     out, _ = RandomPolicy(box, seed=0)(obs)
     assert out['action'].min() >= -1 and out['action'].max() <= 1
     assert out['action'].std() == pytest.approx(2 / np.sqrt(12), rel=0.05)
+
+
+def test_policy_is_not_asked_for_actions_when_every_env_ended():
+    class Recording:
+        def __init__(self):
+            self.seen = []
+
+        def __call__(self, obs, state):
+            self.seen.append((obs['count'].tolist(), obs['is_last'].tolist()))
+            return {'action': np.eye(ACTIONS, dtype=np.float32)[np.zeros(len(obs['count']),
+                                                                          int)]}, state
+
+    # One env with episodes of 3 steps, over two calls that stop where an episode ended.
+    policy = Recording()
+    driver = Driver(CounterBatchEnv([3]))
+    driver(policy, steps=3)
+    driver(policy, steps=3)
+    # Counts 0, 1, 2 of each episode; never the last observation (count 3).
+    assert policy.seen == [([0], [False]), ([1], [False]), ([2], [False])] * 2
+    # Two envs: when one has ended and the other goes on, the call is made (the other needs an
+    # action); when both have ended together, none is.
+    policy = Recording()
+    driver = Driver(CounterBatchEnv([2, 3]))
+    driver(policy, steps=6)
+    assert policy.seen == [([0, 0], [False, False]), ([1, 1], [False, False]),
+                           ([2, 2], [True, False]), ([0, 3], [False, True])]
+    policy = Recording()
+    driver = Driver(CounterBatchEnv([2, 2]))
+    driver(policy, steps=8)
+    assert policy.seen == [([0, 0], [False, False]), ([1, 1], [False, False])] * 2

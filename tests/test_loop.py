@@ -65,13 +65,31 @@ def loop_config(**overrides):
     return make_config(flags=flags, **overrides)
 
 
-def run_loop(config, logdir, stop_at=None):
+class CarryingAgent(CountingAgent):
+    """Its train state, carried from one train call to the next, counts the calls made (per
+    batch row); it records the state each call was given."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.given = []
+
+    def initial_train_state(self, batch_size):
+        return {'calls': tf.zeros([batch_size, 1])}
+
+    def train(self, data, state):
+        self.given.append(state['calls'].numpy()[:, 0].tolist())
+        self.calls.assign_add(1)
+        self.train_steps.append(int(self.step.numpy()))
+        return {'calls': state['calls'] + 1}, {'loss': 1.0}
+
+
+def run_loop(config, logdir, stop_at=None, agent_class=CountingAgent):
     """One process's worth of training on `logdir`; returns (agent, summary or the
     StopRequested raised once the step reaches `stop_at`)."""
     agents, trainers = [], []
 
     def make_agent(obs_space, act_space):
-        agents.append(CountingAgent(obs_space, act_space, config.seed))
+        agents.append(agent_class(obs_space, act_space, config.seed))
         return agents[-1]
 
     def make_replay(directory, mode):
@@ -157,6 +175,18 @@ def test_resume_after_a_stop_continues_without_extra_updates(tmp_path, restores,
     assert any(line['step'] == stop_at for line in lines)  # the write on stop
     assert int(tf.train.load_variable(tf.train.latest_checkpoint(str(logdir / 'checkpoints')),
                                       'state/step/.ATTRIBUTES/VARIABLE_VALUE')) == 300
+
+
+def test_the_train_state_carried_between_batches_is_restored_on_resume(tmp_path):
+    config = loop_config(steps=120)
+    first, stop = run_loop(config, tmp_path, 90, CarryingAgent)
+    assert isinstance(stop, StopRequested)
+    second, summary = run_loop(config, tmp_path, agent_class=CarryingAgent)
+    assert first.given and second.given and summary['step'] == 120
+    # Without a resume the state entering call k is k (for both batch rows): it continues
+    # across the stop instead of restarting from zeros.
+    given = first.given + second.given
+    assert given == [[float(k)] * 2 for k in range(len(given))]
 
 
 def test_resumes_a_checkpoint_without_the_train_schedule(tmp_path, restores):

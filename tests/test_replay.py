@@ -16,7 +16,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from dreamerv2_tf.run.replay import Replay, load_episode, parse_filename, save_episode
+from dreamerv2_tf.run.replay import (Replay, convert_episode, load_episode, parse_filename,
+                                     save_episode)
 
 NAME = re.compile(r'^\d{8}T\d{6}\.\d{6}-[0-9a-f]{32}-(\d+)\.npz$')
 
@@ -484,3 +485,68 @@ def test_kill_between_write_and_rename_leaves_only_an_ignored_temp_file(tmp_path
     replay = Replay(tmp_path / 'eps', minlen=1)
     assert [('temporary' in m) for m in warnings_of(caplog)] == [True]
     assert replay.stats['loaded_episodes'] == replay.stats['total_episodes'] == 1
+
+
+# ------------------------------------------------------------------------------ resuming
+
+
+def test_restored_sampler_continues_the_chunks_of_the_uninterrupted_one():
+    from dreamerv2_tf.run.replay import Sampler
+    replay = Replay(None, minlen=3, maxlen=7)
+    for length in (5, 9, 12, 4):
+        replay.add_episode(make_episode(length))
+    whole = Sampler(replay, 4, np.random.default_rng(11))
+    expected = [next(whole) for _ in range(30)]
+    for cut in (1, 7, 13):  # chunks before the "checkpoint"; sequences span chunks
+        first = Sampler(replay, 4, np.random.default_rng(11))
+        for _ in range(cut):
+            next(first)
+        state = first.state()
+        resumed = Sampler(replay, 4, np.random.default_rng(999))  # another stream, replaced
+        resumed.set_state(state)
+        for want in expected[cut:]:
+            got = next(resumed)
+            assert got.keys() == want.keys()
+            for key in want:
+                np.testing.assert_array_equal(got[key], want[key])
+    with pytest.raises(ValueError, match='chunks of 4 steps, not 5'):
+        Sampler(replay, 5, np.random.default_rng(0)).set_state(state)
+
+
+def test_set_aside_after_moves_newer_episodes_and_reloads(tmp_path, caplog):
+    replay = Replay(tmp_path / 'eps', minlen=1)
+    paths = [replay.add_episode(make_episode(length)) for length in (3, 4, 5, 6)]
+    assert replay.newest == paths[-1].name
+    moved = replay.set_aside_after(paths[1].name, tmp_path / 'aside')
+    assert moved == 2
+    assert sorted(p.name for p in (tmp_path / 'aside').iterdir()) == sorted(
+        p.name for p in paths[2:])
+    assert sorted(p.name for p in episode_files(tmp_path / 'eps')) == sorted(
+        p.name for p in paths[:2])
+    assert replay.stats['total_steps'] == 3 + 4 and replay.stats['loaded_episodes'] == 2
+    assert replay.newest == paths[1].name
+    assert Replay(tmp_path / 'eps', minlen=1).stats['total_steps'] == 7
+    assert replay.set_aside_after(None, tmp_path / 'aside') == 2  # no checkpoint: all
+    assert replay.stats['loaded_episodes'] == 0 and len(list((tmp_path / 'aside').iterdir())) == 4
+
+
+def test_byte_budget_evicts_the_oldest_episodes(tmp_path):
+    step_bytes = sum(v[:1].nbytes for v in convert_episode(make_episode(1)).values())
+    replay = Replay(None, minlen=1, max_bytes=30 * step_bytes)
+    for length in (9, 9, 9, 9):  # 10 entries each
+        replay.add_episode(make_episode(length))
+    assert replay.stats['loaded_bytes'] == 30 * step_bytes  # three fit, the first went
+    assert replay.stats['loaded_episodes'] == 3 and replay.stats['total_episodes'] == 4
+
+
+def test_episode_with_other_keys_than_the_newest_is_skipped(tmp_path, caplog):
+    replay = Replay(tmp_path, minlen=1)
+    replay.add_episode({'other': np.zeros(6, np.float32), 'is_last': np.arange(6) == 5})
+    replay.add_episode(make_episode(5))
+    replay.add_episode(make_episode(6))
+    caplog.set_level(logging.WARNING)
+    loaded = Replay(tmp_path, minlen=1)
+    assert loaded.stats['loaded_episodes'] == 2
+    assert any('keys' in m and 'differ' in m for m in warnings_of(caplog))
+    chunk = next(loaded.chunks(3, np.random.default_rng(0)))
+    assert 'other' not in chunk

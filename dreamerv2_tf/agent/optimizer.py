@@ -96,6 +96,9 @@ class Optimizer:
         if not self.mixed_precision:
             # Without loss scaling a non-finite gradient is a bug, not an overflow to skip.
             tf.debugging.assert_equal(finite, True, f'{self.name} gradients are not finite')
+        else:
+            # 1 when the loss-scale optimizer skips this step (the training loop sums these).
+            metrics[f'{self.name}_skipped_steps'] = tf.cast(tf.logical_not(finite), tf.float32)
         if self._decayed:
             decay = tf.where(finite, 1.0 - self.wd, 1.0)
             for var in self._decayed:

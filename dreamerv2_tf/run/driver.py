@@ -4,6 +4,12 @@ A transition is the observation dict of one env merged with the action that led 
 the reset observation), converted to the replay's dtypes. Envs whose last observation ended an
 episode are reset on the next step instead of stepped; the policy sees `is_first` and resets its
 own latent state. The policy state is kept across calls until `reset()`.
+
+When every env ended, the policy is not asked for actions that would all be discarded: it only
+sees observations it acts on, as in the original (which reset ended envs before calling the
+policy). Besides saving a forward pass per episode, this keeps the agent's random numbers
+independent of where a run was interrupted: a run resumed between episodes starts with a reset
+and no pending observation, and draws what the uninterrupted run draws.
 """
 
 import numpy as np
@@ -43,7 +49,7 @@ class Driver:
         act_space = self.env.act_space
         count = len(self.env)
         while step < steps or episode < episodes:
-            if self._obs is None:
+            if self._obs is None or np.asarray(self._obs['is_last'], bool).all():
                 reset = np.ones(count, bool)
                 actions = {k: np.zeros((count,) + s.shape, s.dtype) for k, s in act_space.items()}
             else:

@@ -295,10 +295,23 @@ class JSONLOutput:
             # non-finite values are written as null; pandas reads null back as NaN.
             row[name] = value if math.isfinite(value) else None
         data = (json.dumps(row, allow_nan=False) + '\n').encode('utf-8')
-        with open(self._path, 'ab') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                # A full disk may take part of the line: cut it off so the file stays whole.
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass
+                raise
+        finally:
+            os.close(fd)
 
 
 def _last_line_start(f, size, chunk=4096):

@@ -111,23 +111,44 @@ class Trainer:
         # The train schedule's last trigger (-1: none yet) is saved so that a resumed run trains
         # at the steps the uninterrupted run would have, with no extra or missing update.
         self.train_last = tf.Variable(-1, dtype=tf.int64, trainable=False, name='train_last')
+        # Likewise the log schedule: each log write draws a report batch and random numbers.
+        self.log_last = tf.Variable(-1, dtype=tf.int64, trainable=False, name='log_last')
+        # Saved with the checkpoint: each replay's newest episode file (episodes written after it
+        # are set aside on resume) and each dataset's sampler state. '?' marks "not in the
+        # checkpoint" (an older version wrote it): then nothing is set aside or restored.
+        self.replay_marks = {name: tf.Variable('?', dtype=tf.string, trainable=False)
+                             for name in ('train_episodes', 'eval_episodes')}
+        self.sampler_states = {name: tf.Variable('?', dtype=tf.string, trainable=False)
+                               for name in ('train', 'report', 'eval')}
+        self.samplers = {}
+        # The RSSM state carried from one train batch to the next (spec 9.9) is saved too: it
+        # reaches the next batch wherever a chunk starts in the middle of a sequence. The
+        # original restarted it from zeros on resume. Any shape, so a changed batch size can
+        # still resume (and then starts from the initial state).
+        initial = self.agent.initial_train_state(config.dataset.batch)
+        self.saved_train_state = {}
+        if isinstance(initial, dict):
+            self.saved_train_state = {
+                k: tf.Variable(v, trainable=False, shape=tf.TensorShape(None))
+                for k, v in initial.items()}
         directory = pathlib.Path(checkpoint_dir) if checkpoint_dir else self.logdir / 'checkpoints'
-        self.checkpoint = Checkpoint(directory, self.agent,
-                                     {'updates': self.updates, 'train_last': self.train_last})
+        self.checkpoint = Checkpoint(directory, self.agent, {
+            'updates': self.updates, 'train_last': self.train_last, 'log_last': self.log_last,
+            **{f'replay_{k}': v for k, v in self.replay_marks.items()},
+            **{f'sampler_{k}': v for k, v in self.sampler_states.items()},
+            **{f'train_state_{k}': v for k, v in self.saved_train_state.items()}})
         try:
-            try:
-                self.restored = self.checkpoint.restore()
-            except ValueError:
-                # Checkpoints written before `train_last` existed lack it; they restore without.
-                self.restored = Checkpoint(directory, self.agent,
-                                           {'updates': self.updates}).restore()
+            self.restored = self.checkpoint.restore()
         except (tf.errors.OpError, ValueError) as e:
             raise ResumeError(f'cannot resume from {directory}: {str(e).splitlines()[0]}') from None
         if self.restored:
-            if int(self.train_last.numpy()) >= 0:
-                self.should_train.last = int(self.train_last.numpy())
+            for every, last in ((self.should_train, self.train_last),
+                                (self.should_log, self.log_last)):
+                if int(last.numpy()) >= 0:
+                    every.last = int(last.numpy())
             log.info(f'Resumed from {self.restored} at step {self.step} '
                      f'({int(self.updates.numpy())} updates).')
+        self._set_aside_newer_episodes()
         log.info(f'Logdir {self.logdir}; task {config.task}; {len(train_envs)} train env(s); '
                  f'observations {sorted(train_envs.obs_space)}{_encoder_keys(self.agent)}.')
 
@@ -145,6 +166,17 @@ class Trainer:
             self.eval_driver = Driver(eval_envs)
             self.eval_driver.on_step(lambda transition, worker: self.check_stop())
             self.eval_driver.on_episode(self._on_eval_episode)
+
+    def _set_aside_newer_episodes(self):
+        """Episodes written after the checkpoint (between it and a crash; all of them when there
+        is no checkpoint, as the run starts over) move to `after_checkpoint/<folder>/`: the
+        replays then hold what they held at the checkpoint, so the resumed run samples the same
+        data and never stores an episode it collects again twice. Nothing is deleted."""
+        for name, replay in (('train_episodes', self.train_replay),
+                             ('eval_episodes', self.eval_replay)):
+            mark = self.replay_marks[name].numpy().decode() if self.restored else ''
+            if mark != '?':
+                replay.set_aside_after(mark or None, self.logdir / 'after_checkpoint' / name)
 
     @property
     def step(self):
@@ -194,7 +226,7 @@ class Trainer:
                 self.update()
         if self.should_log(step):
             for name, values in self.metrics.items():
-                self.logger.scalar(name, float(np.mean(np.asarray(values, np.float64))))
+                self.logger.scalar(name, self._metric(name, values))
             self.metrics.clear()
             self.logger.add(self.agent.report(next(self.report_dataset)), prefix='train')
             self.logger.rate('updates_per_sec', int(self.updates.numpy()))
@@ -228,11 +260,26 @@ class Trainer:
         for name, value in metrics.items():
             self.metrics.setdefault(name, []).append(float(value))
 
+    def _metric(self, name, values):
+        # Skipped optimizer steps (non-finite gradients under mixed precision) are counted over
+        # the log period; everything else is averaged.
+        reduce = np.sum if name.endswith('_skipped_steps') else np.mean
+        return float(reduce(np.asarray(values, np.float64)))
+
     def save(self, reason):
         if not self.chief:  # one writer: the chief's checkpoint holds the (identical) weights
             return
-        last = self.should_train.last
-        self.train_last.assign(-1 if last is None else last)
+        for every, last in ((self.should_train, self.train_last),
+                            (self.should_log, self.log_last)):
+            last.assign(-1 if every.last is None else int(every.last))
+        for name, replay in (('train_episodes', self.train_replay),
+                             ('eval_episodes', self.eval_replay)):
+            self.replay_marks[name].assign(replay.newest or '')
+        for name, sampler in self.samplers.items():
+            self.sampler_states[name].assign(sampler.state())
+        if self.saved_train_state and isinstance(self.train_state, dict):
+            for key, variable in self.saved_train_state.items():
+                variable.assign(self.train_state[key])
         path = self.checkpoint.save()
         self.last_save = time.monotonic()
         log.info(f'Saved checkpoint {path} ({reason}, step {self.step}).')
@@ -290,15 +337,19 @@ class Trainer:
             self.train_driver.reset()
             self.train_replay.clear_ongoing()
 
-    train_dataset = report_dataset = eval_dataset = None
+    train_dataset = report_dataset = eval_dataset = train_state = None
     last_eval_step = None
 
-    def dataset(self, replay):
+    def dataset(self, replay, name):
         # Deterministic runs sample each batch on request: prefetching samples at moments that
         # depend on thread timing while episodes are being added.
         prefetch = 0 if self.config.deterministic else 5
+        state = self.sampler_states[name].numpy().decode()
+        sampler = replay.sampler(self.config.dataset.length,
+                                 state if self.restored and state not in ('?', '') else None)
+        self.samplers[name] = sampler
         return iter(replay.dataset(self.config.dataset.batch, self.config.dataset.length,
-                                   prefetch))
+                                   prefetch, sampler=sampler))
 
     def make_datasets(self):
         distribute = getattr(self.agent, 'distribute', None)
@@ -308,9 +359,14 @@ class Trainer:
             self.train_dataset = iter(distribute(lambda: self.train_replay.dataset(
                 self.config.dataset.batch, self.config.dataset.length, prefetch)))
         else:
-            self.train_dataset = self.dataset(self.train_replay)
-        self.report_dataset = self.dataset(self.train_replay)
+            self.train_dataset = self.dataset(self.train_replay, 'train')
+        self.report_dataset = self.dataset(self.train_replay, 'report')
         self.train_state = self.agent.initial_train_state(self.config.dataset.batch)
+        if self.restored and self.saved_train_state:
+            import tensorflow as tf
+            saved = {k: tf.convert_to_tensor(v) for k, v in self.saved_train_state.items()}
+            if all(saved[k].shape == v.shape for k, v in self.train_state.items()):
+                self.train_state = saved  # the initial state unless the checkpoint had one
 
     def evaluate(self):
         """Eval episodes with the current weights, then the open-loop report on eval data. The
@@ -325,7 +381,7 @@ class Trainer:
         self.eval_video_due = True
         self.eval_driver(self.eval_policy, episodes=self.config.eval_eps)
         if self.eval_dataset is None and self.eval_replay.stats['loaded_episodes']:
-            self.eval_dataset = self.dataset(self.eval_replay)
+            self.eval_dataset = self.dataset(self.eval_replay, 'eval')
         if self.eval_dataset is not None:
             self.logger.add(self.agent.report(next(self.eval_dataset)), prefix='eval')
             self.logger.write(self.step)

@@ -7,7 +7,16 @@ already in the directory, so sorting by name is write order even for episodes sa
 second. Names without the `.ffffff` part (the original DreamerV2 format) are read as well.
 
 Files are written atomically (hidden temporary name, fsync, `os.replace`), so a crash leaves either
-the whole episode or a `.tmp` file that the loader ignores with a warning. Loading never unpickles.
+the whole episode or a `.tmp` file that the loader removes with a warning; a write that fails (a full
+disk) removes its temporary file and raises. Loading never unpickles; unreadable, truncated and
+foreign files are skipped with a warning.
+
+Resuming: `newest` names the newest episode file; the training loop stores it in each checkpoint,
+and on resume `set_aside_after(name, folder)` moves the episodes written after it (between the
+checkpoint and a crash) to a side folder, so that the replay holds what it held at the checkpoint,
+nothing is deleted, and a resumed run that collects the same episodes again never stores one twice.
+A `Sampler`'s random state (`state()`, `set_state()`) is checkpointed the same way, so that a resumed
+deterministic run samples the batches the uninterrupted run would have.
 
 Differences from the original on purpose (spec section 17):
 * bug 7: `total_steps` at start-up is the sum of the lengths in the filenames (no extra -1);
@@ -22,7 +31,9 @@ helpers stay free of it.
 
 import collections
 import datetime
+import errno
 import io
+import json
 import logging
 import os
 import pathlib
@@ -40,7 +51,7 @@ LEDGER = 'evicted_episodes.txt'  # names of episodes deleted by eviction, one pe
 _NAME = re.compile(r'^(\d{8}T\d{6})(?:\.(\d{6}))?-([0-9a-f]{32})-(\d+)\.npz$')
 _TMP_SUFFIX = '.tmp'
 
-__all__ = ['Replay', 'EpisodeFileError', 'convert', 'convert_episode', 'parse_filename',
+__all__ = ['Replay', 'Sampler', 'EpisodeFileError', 'convert', 'convert_episode', 'parse_filename',
            'save_episode', 'load_episode']
 
 
@@ -175,7 +186,12 @@ def save_episode(directory, episode, clock=None):
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **episode)
     path = directory / name
-    _write_atomic(path, buffer.getbuffer())
+    try:
+        _write_atomic(path, buffer.getbuffer())
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # name the file; the temp file is gone
+            raise OSError(e.errno, os.strerror(e.errno), str(path)) from None
+        raise
     return path
 
 
@@ -225,7 +241,7 @@ class Replay:
     """
 
     def __init__(self, directory, capacity=None, minlen=1, maxlen=0, prioritize_ends=False,
-                 ongoing=False, delete_evicted=False, seed=None):
+                 ongoing=False, delete_evicted=False, seed=None, max_bytes=None):
         minlen, maxlen = int(minlen), int(maxlen or 0)
         if minlen < 1:
             raise ValueError(f'replay minlen must be >= 1, got {minlen}')
@@ -241,6 +257,11 @@ class Replay:
         self.prioritize_ends = bool(prioritize_ends)
         self.ongoing = bool(ongoing)
         self.delete_evicted = bool(delete_evicted)
+        # Memory budget in bytes besides `capacity` (0 and None: none); the oldest episodes go
+        # first, as with capacity.
+        self.max_bytes = int(max_bytes) if max_bytes else None
+        self._estimated = False  # whether the memory estimate has been logged
+        self._newest = None  # name of the newest episode file in the folder
         self._seeds = np.random.SeedSequence(seed)
         self._lock = threading.RLock()
         self._clock = EpisodeClock()
@@ -254,10 +275,72 @@ class Replay:
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._load_directory()
+        self._log_loaded()
+
+    def _log_loaded(self):
+        if self._loaded:
+            self._log_estimate(self._loaded[-1])
         where = self.directory if self.directory is not None else 'memory'
         logger.info('Replay %s: loaded %d steps in %d episodes (%.1f MiB); total %d steps in %d '
                     'episodes.', where, self._loaded_steps, len(self._loaded),
                     self._loaded_bytes / 2**20, self._total_steps, self._total_episodes)
+
+    def _log_estimate(self, item):
+        """Logs, once, what the replay will hold in memory when full, from an episode's size."""
+        if self._estimated or item.length < 1:
+            return
+        self._estimated = True
+        per_step = item.nbytes / (item.length + 1)
+        parts = []
+        if self.capacity:
+            parts.append(f'capacity {self.capacity:,} steps = {self.capacity * per_step / 2**20:,.0f} MiB')
+        if self.max_bytes:
+            parts.append(f'byte budget (replay.max_bytes) {self.max_bytes / 2**20:,.0f} MiB')
+        limit = ' and '.join(parts) if parts else 'no capacity limit'
+        where = self.directory if self.directory is not None else 'memory'
+        logger.info('Replay %s: %s bytes per step; %s.', where, f'{per_step:,.0f}', limit)
+
+    @property
+    def newest(self):
+        """Name of the newest episode file written or found in the folder (None: none yet)."""
+        with self._lock:
+            return self._newest
+
+    def set_aside_after(self, name, folder):
+        """Moves the episode files newer than the episode `name` (None: all of them) to
+        `folder` and reloads the replay from what stays; returns the number moved.
+
+        For resuming: the files written after a checkpoint are set aside, so that the replay
+        matches it. Files are moved, never deleted."""
+        if self.directory is None:
+            return 0
+        if name and parse_filename(name) is None:
+            logger.warning('Replay %s: %r is not an episode name; setting nothing aside.',
+                           self.directory, name)
+            return 0
+        after = parse_filename(name).order if name else None
+        moved = []
+        for entry in sorted(os.scandir(self.directory), key=lambda e: e.name):
+            parsed = parse_filename(entry.name)
+            if parsed and (after is None or parsed.order > after):
+                moved.append(entry.name)
+        if not moved:
+            return 0
+        folder = pathlib.Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for file in moved:
+            os.replace(self.directory / file, folder / file)
+        _fsync_directory(self.directory)
+        logger.warning('Replay %s: moved %d episode(s) written after the checkpoint to %s (the '
+                       'replay holds what it held at the checkpoint).', self.directory,
+                       len(moved), folder)
+        with self._lock:
+            self._loaded, self._loaded_steps, self._loaded_bytes = [], 0, 0
+            self._total_steps = self._total_episodes = 0
+            self._newest = None
+            self._load_directory()
+        self._log_loaded()
+        return len(moved)
 
     # ---------------------------------------------------------------------------- start-up
 
@@ -273,8 +356,13 @@ class Replay:
             if parsed:
                 names[name] = parsed
             elif name.startswith('.') and name.endswith(_TMP_SUFFIX):
-                logger.warning('Replay: ignoring leftover temporary file %s from an interrupted '
+                # One process writes a folder, and it is only starting: this is a dead write.
+                logger.warning('Replay: removing leftover temporary file %s from an interrupted '
                                'write.', entry.path)
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass
             else:
                 logger.warning('Replay: ignoring %s (not an episode file).', entry.path)
         # Totals count every episode ever written (fix of spec bug 7: filename lengths already
@@ -287,15 +375,18 @@ class Replay:
         self._total_episodes += len(names)
         if names:
             self._clock.at_least(max(parsed.order for parsed in names.values()))
+            self._newest = max(names, key=lambda n: names[n].order)
         if ledger:
             self._clock.at_least(max(parse_filename(name).order for name in ledger))
         # Newest first, stopping before the episode that would exceed capacity (the same set the
         # eviction rule would keep), so nothing is loaded only to be evicted right away.
         loaded = []
-        steps = 0
+        steps = nbytes = 0
         for name in sorted(names, key=lambda n: names[n].order, reverse=True):
             length = names[name].length
             if self.capacity and loaded and steps + length > self.capacity:
+                break
+            if self.max_bytes and loaded and nbytes >= self.max_bytes:
                 break
             if length < self.minlen:
                 logger.info('Replay: not loading %s: %d transitions < minlen %d.', name, length,
@@ -308,8 +399,18 @@ class Replay:
                 logger.warning('Replay: skipping unreadable episode file %s (%s).', path,
                                str(e).replace('\n', ' '))
                 continue
-            loaded.append(_Loaded(episode, path))
+            if loaded and episode.keys() != loaded[0].data.keys():
+                # Episodes are batched together, so all need the keys of the newest one.
+                logger.warning('Replay: skipping episode file %s: its keys %s differ from those of '
+                               'the newest episode %s.', path, sorted(episode),
+                               sorted(loaded[0].data))
+                continue
+            item = _Loaded(episode, path)
+            if self.max_bytes and loaded and nbytes + item.nbytes > self.max_bytes:
+                break
+            loaded.append(item)
             steps += length
+            nbytes += item.nbytes
         for item in reversed(loaded):
             self._append(item)
 
@@ -394,11 +495,15 @@ class Replay:
             path = save_episode(self.directory, episode, self._clock)
         for value in episode.values():
             value.flags.writeable = False
+        item = _Loaded(episode, path)
         with self._lock:
             self._total_steps += length
             self._total_episodes += 1
-            self._append(_Loaded(episode, path))
+            self._append(item)
             self._evict()
+            if path is not None:
+                self._newest = path.name
+        self._log_estimate(item)
         return path
 
     def _append(self, item):
@@ -406,8 +511,12 @@ class Replay:
         self._loaded_steps += item.length
         self._loaded_bytes += item.nbytes
 
+    def _over_budget(self):
+        return ((self.capacity and self._loaded_steps > self.capacity) or
+                (self.max_bytes and self._loaded_bytes > self.max_bytes))
+
     def _evict(self):
-        while self.capacity and len(self._loaded) > 1 and self._loaded_steps > self.capacity:
+        while len(self._loaded) > 1 and self._over_budget():
             item = self._loaded.pop(0)
             self._loaded_steps -= item.length
             self._loaded_bytes -= item.nbytes
@@ -490,39 +599,23 @@ class Replay:
         return sequence
 
     def chunks(self, length, rng=None):
-        """Endless generator of chunks of exactly `length` steps (spec 4.4).
+        """Endless iterator of chunks of exactly `length` steps (spec 4.4), a `Sampler`.
 
         A chunk continues the current sequence and, once it is used up, starts a newly sampled
         one (marked by `is_first`), so no sampled step is wasted. `rng` defaults to a fresh
         stream spawned from the replay's seed.
         """
-        length = int(length)
-        if length < 1:
-            raise ValueError(f'chunk length must be >= 1, got {length}')
         if rng is None:
             rng = np.random.default_rng(self._seeds.spawn(1)[0])
-        sequence, position, size, keys = None, 0, 0, None
-        while True:
-            parts = []
-            needed = length
-            while needed:
-                if position >= size:
-                    sequence = self.sample_sequence(rng)
-                    if keys is None:
-                        keys = sequence.keys()
-                    elif sequence.keys() != keys:
-                        raise ValueError(
-                            f'Replay episodes have different keys: {sorted(sequence)} vs '
-                            f'{sorted(keys)}; cannot batch them together.')
-                    position, size = 0, len(sequence['is_first'])
-                take = min(needed, size - position)
-                parts.append({k: v[position:position + take] for k, v in sequence.items()})
-                position += take
-                needed -= take
-            if len(parts) == 1:
-                yield parts[0]
-            else:
-                yield {k: np.concatenate([p[k] for p in parts]) for k in keys}
+        return Sampler(self, length, rng)
+
+    def sampler(self, length, state=None):
+        """A `Sampler` on a fresh random stream spawned from the replay's seed, or continuing
+        from `state` (a string from `Sampler.state()`)."""
+        sampler = self.chunks(length)
+        if state:
+            sampler.set_state(state)
+        return sampler
 
     def _signature(self):
         """{key: (dtype, shape without time)} of sampled sequences, from the first candidate."""
@@ -538,8 +631,11 @@ class Replay:
         spec['is_first'] = (np.dtype(bool), ())
         return spec
 
-    def dataset(self, batch, length, prefetch=5):
+    def dataset(self, batch, length, prefetch=5, sampler=None):
         """`tf.data.Dataset` of dicts of `[batch, length, ...]` tensors, prefetched.
+
+        `sampler` (from `sampler()`) lets the caller save and restore the random state; by
+        default each call gets its own new one.
 
         `prefetch=0` samples each batch when it is requested, so batches do not depend on the
         timing of episodes added meanwhile (deterministic runs need that).
@@ -553,9 +649,100 @@ class Replay:
 
         signature = {k: tf.TensorSpec((int(length),) + tuple(shape), tf.as_dtype(dtype))
                      for k, (dtype, shape) in spec.items()}
-        rng = np.random.default_rng(self._seeds.spawn(1)[0])
-        generator = lambda: self.chunks(length, rng)  # noqa: E731 (tf.data wants a callable)
+        if sampler is None:
+            sampler = self.chunks(length)
+        elif sampler.length != int(length):
+            raise ValueError(f'sampler makes chunks of {sampler.length} steps, not {length}')
+        generator = lambda: sampler  # noqa: E731 (tf.data wants a callable)
         dataset = tf.data.Dataset.from_generator(generator, output_signature=signature)
         dataset = dataset.batch(int(batch), drop_remainder=True)
-        return dataset.prefetch(prefetch) if prefetch else dataset
+        if prefetch:
+            return dataset.prefetch(prefetch)
+        # tf.data would otherwise add a prefetch of its own, which samples ahead: the sampler's
+        # state (checkpointed) must be that of the batches handed out.
+        options = tf.data.Options()
+        options.experimental_optimization.inject_prefetch = False
+        return dataset.with_options(options)
 
+
+
+class Sampler:
+    """Endless chunks of `length` steps sampled from a replay (see `Replay.chunks`), with a random
+    state that can be saved and restored.
+
+    The state is the random generator's state from just before the current sequence was sampled,
+    plus the position reached in it: restoring it samples that sequence again (the same draws on
+    the same replay contents) and continues at the same step.
+    """
+
+    def __init__(self, replay, length, rng):
+        length = int(length)
+        if length < 1:
+            raise ValueError(f'chunk length must be >= 1, got {length}')
+        self.replay, self.length, self.rng = replay, length, rng
+        self._lock = threading.Lock()
+        self._sequence, self._position, self._size, self._keys = None, 0, 0, None
+        self._start = None  # generator state before the current sequence was sampled
+        self._resample_to = None  # position to restore after `set_state`
+
+    def __iter__(self):
+        return self
+
+    def state(self):
+        """JSON text of the random state and position (what `set_state` takes)."""
+        with self._lock:
+            if self._resample_to is not None:
+                start, position = self._start, self._resample_to
+            elif self._sequence is not None and self._position < self._size:
+                start, position = self._start, self._position
+            else:
+                start, position = self.rng.bit_generator.state, 0
+        return json.dumps({'rng': start, 'position': position, 'length': self.length})
+
+    def set_state(self, text):
+        """Continues from a state saved by `state()`; the sequence itself is sampled again on
+        the next chunk (so the replay must hold what it held then)."""
+        try:
+            state = json.loads(text)
+            rng_state, position = state['rng'], int(state['position'])
+            if int(state['length']) != self.length:
+                raise ValueError(f"saved for chunks of {state['length']} steps, not {self.length}")
+            with self._lock:
+                self.rng.bit_generator.state = rng_state
+                self._start = rng_state
+                self._sequence, self._position, self._size = None, 0, 0
+                self._resample_to = position if position else None
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f'unusable sampler state: {e}') from None
+
+    def _next_sequence(self):
+        self._start = self.rng.bit_generator.state
+        sequence = self.replay.sample_sequence(self.rng)
+        if self._keys is None:
+            self._keys = sequence.keys()
+        elif sequence.keys() != self._keys:
+            raise ValueError(f'Replay episodes have different keys: {sorted(sequence)} vs '
+                             f'{sorted(self._keys)}; cannot batch them together.')
+        self._sequence, self._position = sequence, 0
+        self._size = len(sequence['is_first'])
+
+    def __next__(self):
+        with self._lock:
+            if self._resample_to is not None:
+                self.rng.bit_generator.state = self._start
+                self._next_sequence()
+                self._position = min(self._resample_to, self._size)
+                self._resample_to = None
+            parts = []
+            needed = self.length
+            while needed:
+                if self._sequence is None or self._position >= self._size:
+                    self._next_sequence()
+                take = min(needed, self._size - self._position)
+                parts.append({k: v[self._position:self._position + take]
+                              for k, v in self._sequence.items()})
+                self._position += take
+                needed -= take
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts]) for k in self._keys}

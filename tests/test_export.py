@@ -87,7 +87,7 @@ def test_actions_in_a_tensorflow_only_process_equal_the_agents_eval_policy(expor
 def test_saved_model_cli_show_and_run(exported, tmp_path):
     logdir, _, model_dir = exported
     shown = subprocess.run(['saved_model_cli', 'show', '--dir', str(model_dir), '--all'],
-                           capture_output=True, text=True, env=command_env(), timeout=120)
+                           capture_output=True, text=True, env=command_env(), timeout=300)
     assert shown.returncode == 0, shown.stderr[-2000:]
     text = shown.stdout
 
@@ -127,7 +127,7 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
         ['saved_model_cli', 'run', '--dir', str(model_dir), '--tag_set', 'serve',
          '--signature_def', 'serving_default', '--inputs',
          ';'.join(f'{k}={tmp_path / k}.npy' for k in inputs)],
-        capture_output=True, text=True, env=command_env(), timeout=120)
+        capture_output=True, text=True, env=command_env(), timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     match = re.search(r'Result for output key action_index:\s*\[(\d)\]', run.stdout)
     assert match, run.stdout[-2000:]
@@ -151,7 +151,7 @@ def test_saved_model_cli_show_and_run(exported, tmp_path):
     np.testing.assert_array_equal(expected['action'].numpy()[0], action)
     # A wrong image size is refused by the session loader, naming the input's tensor.
     np.save(tmp_path / 'image.npy', np.zeros((1, 32, 32, 1), np.uint8))
-    bad = subprocess.run(run.args, capture_output=True, text=True, env=command_env(), timeout=120)
+    bad = subprocess.run(run.args, capture_output=True, text=True, env=command_env(), timeout=300)
     assert bad.returncode != 0
     assert ('Cannot feed value of shape (1, 32, 32, 1) for Tensor serving_default_image:0, which '
             'has shape (None, 64, 64, 1)') in bad.stderr

@@ -124,9 +124,12 @@ class Trainer:
         # The RSSM state carried from one train batch to the next (spec 9.9) is saved too: it
         # reaches the next batch wherever a chunk starts in the middle of a sequence. The
         # original restarted it from zeros on resume. Any shape, so a changed batch size can
-        # still resume (and then starts from the initial state).
-        initial = self.agent.initial_train_state(config.dataset.batch)
+        # still resume (and then starts from the initial state). Under a tf.distribute strategy
+        # the state lives on the replicas and restarts from the initial state on resume.
         self.saved_train_state = {}
+        initial = None
+        if not getattr(self.agent, 'strategy', None):
+            initial = self.agent.initial_train_state(config.dataset.batch)
         if isinstance(initial, dict):
             self.saved_train_state = {
                 k: tf.Variable(v, trainable=False, shape=tf.TensorShape(None))

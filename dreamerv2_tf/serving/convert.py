@@ -8,6 +8,7 @@ import pathlib
 import tensorflow as tf
 
 from dreamerv2_tf.serving.core import SIGNATURE
+from dreamerv2_tf.serving.portable import need  # TF-free; the same message for every extra
 
 logger = logging.getLogger(__name__)
 
@@ -16,16 +17,6 @@ TFLITE_FILE = 'policy.tflite'
 # onnxruntime runs opsets up to its own release's; 17 is tf2onnx's well-tested one, and every
 # operator the core uses (Conv, Gemm, Elu, LayerNormalization parts, ArgMax, OneHot, Log) exists.
 ONNX_OPSET = 17
-
-
-def need(module, package):
-    """Imports an optional converter or runtime, or says which extra installs it."""
-    import importlib
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f'{package} is not installed ({e}); install the export extra: '
-                          f'pip install -e ".[export]"') from None
 
 
 def to_onnx(core, metadata, path):

@@ -120,3 +120,21 @@ def test_multiworker_without_tf_config_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(
         'error: distribute multiworker needs TF_CONFIG')
+
+
+def test_a_lost_peer_is_named_not_this_worker():
+    import tensorflow as tf
+    # The shape of the error CI saw on worker 0: its own device comes first, in the op's name.
+    message = ('{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/replica:0/task:0/'
+               'device:CPU:0}} Collective ops is aborted by: Error reported from /job:worker/task:1:'
+               ' The following tasks are unhealthy (stopped sending heartbeats):\n'
+               '/job:worker/replica:0/task:1\n')
+    error = tf.errors.UnavailableError(None, None, message)
+    assert 'lost worker 1 of the cluster' in str(distribute.describe_failure(error, own_index=0))
+    on_worker1 = message.replace('task:0', 'task:X').replace('task:1', 'task:0')
+    on_worker1 = on_worker1.replace('task:X', 'task:1')
+    error = tf.errors.UnavailableError(None, None, on_worker1)
+    assert 'lost worker 0 of the cluster' in str(distribute.describe_failure(error, own_index=1))
+    error = tf.errors.UnavailableError(None, None, 'the connection was reset')
+    assert 'lost another worker' in str(distribute.describe_failure(error, own_index=0))
+    assert distribute.describe_failure(ValueError(message), own_index=0) is None

@@ -131,19 +131,24 @@ def _configure_coordination(timeout, workers):
                                                                  num_tasks=workers)])
 
 
-_PEER = re.compile(r'/job:(\w+)/replica:\d+/task:(\d+)')
+# A peer named in a collective error: `/job:worker/task:1` or `/job:worker/replica:0/task:1`.
+_PEER = re.compile(r'/job:\w+/(?:replica:\d+/)?task:(\d+)')
 
 
-def describe_failure(error):
-    """A `WorkerLost` naming the lost worker for a collective error of a lost peer, else None."""
+def describe_failure(error, own_index=None):
+    """A `WorkerLost` naming the lost worker for a collective error of a lost peer, else None.
+    The message also names this worker's own device (in the failed op's name), so the lost
+    worker is the first task mentioned that is not `own_index` (default: from `TF_CONFIG`)."""
     import tensorflow as tf
     if not isinstance(error, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
                               tf.errors.CancelledError, tf.errors.InternalError,
                               tf.errors.FailedPreconditionError)):
         return None
+    if own_index is None:
+        own_index = cluster_info()[0]
     message = str(error)
-    match = _PEER.search(message)
-    lost = f'worker {match.group(2)}' if match else 'another worker'
+    peers = [int(task) for task in _PEER.findall(message) if int(task) != own_index]
+    lost = f'worker {peers[0]}' if peers else 'another worker'
     first = message.strip().splitlines()[0][:300] if message.strip() else type(error).__name__
     return WorkerLost(f'lost {lost} of the cluster ({type(error).__name__}: {first})')
 

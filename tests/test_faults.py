@@ -141,11 +141,17 @@ def test_deterministic_run_killed_in_an_episode_write_resumes_with_the_same_loss
     for folder in before:
         assert sorted(after[folder].values()) == sorted(digests(whole / folder).values())
 
+    # Same seed in two processes: the losses logged before the kill equal the uninterrupted
+    # run's, step for step (the determinism that `--deterministic True` promises).
+    reference = losses((whole / 'metrics.jsonl').read_text())
+    early = losses(metrics_before)
+    assert len(early) >= 5 and all(early[step] == reference[step] for step in early)
+    assert len({v for row in early.values() for v in row.values()}) > 10  # changing losses
+
     # Losses after the resume equal those of the uninterrupted run, step for step.
     text = (broken / 'metrics.jsonl').read_text()
     assert text.startswith(metrics_before)
     continued = losses(text[len(metrics_before):])
-    reference = losses((whole / 'metrics.jsonl').read_text())
     steps = sorted(continued)
     assert steps == [step for step in sorted(reference) if step > 50] and len(steps) >= 8
     for step in steps:

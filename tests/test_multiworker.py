@@ -13,7 +13,7 @@ import time
 from conftest import ATARI_TINY, command_env
 
 # Small and short: few env steps, time-limited episodes, no evaluation episodes.
-FLAGS = [*ATARI_TINY, '--distribute', 'multiworker', '--distribute_timeout', '30',
+FLAGS = [*ATARI_TINY, '--distribute', 'multiworker', '--distribute_timeout', '20',
          '--prefill', '100', '--time_limit', '100', '--eval_eps', '0', '--log_every', '50',
          '--train_every', '10', '--pretrain', '1']
 HANG_GUARD = 900  # seconds for a whole run of a worker: only reached if something hangs

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import command_env, make_batch, make_config, make_spaces
+from conftest import ATARI_RUN_STEPS, command_env, make_batch, make_config, make_spaces
 from export_helpers import FORMATS, require_export_extra, shared_export
 
 STEPS = 200
@@ -241,7 +241,7 @@ def test_evaluate_runs_onnx_and_tflite_policies_alike(atari_export, tmp_path, ca
                      '--seed', '3'])
         out, err = capsys.readouterr()
         assert code == 0, err[-2000:]
-        assert f'Evaluating {atari_export}/policy.{kind} (step 3000)' in out
+        assert f'Evaluating {atari_export}/policy.{kind} (step {ATARI_RUN_STEPS})' in out
         episodes[kind] = EPISODE.search(out).groups()
     # The same noise from the same seed and the same environment: the same episode.
     assert episodes['onnx'] == episodes['tflite']

@@ -1,4 +1,4 @@
-"""The training command end to end: artefacts, resume after SIGKILL, SIGTERM, determinism, CLI
+"""The training command end to end: artefacts, resume after SIGKILL, SIGTERM, CLI
 errors and the package API for custom environments. The loop's own logic (resume, schedules,
 stop requests) is tested in-process in test_loop.py."""
 
@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from dreamerv2_tf.run.replay import load_episode
 
-from conftest import ATARI_TINY, command_env, make_config, run_module
+from conftest import ATARI_RUN_STEPS, ATARI_TINY, command_env, make_config, run_module
 
 
 def metrics_lines(logdir):
@@ -35,7 +35,7 @@ def event_tags(logdir):
     return set(tags['tensors']), set(tags['images'])
 
 
-def check_run_artefacts(logdir, code, output, seconds, steps=3000):
+def check_run_artefacts(logdir, code, output, seconds, steps=ATARI_RUN_STEPS):
     # `seconds` is not checked: no test asserts on wall-clock time (the machine may be loaded).
     assert code == 0, output[-3000:]
     assert 'Prefill:' in output and 'Eval episode has' in output
@@ -137,7 +137,7 @@ def start_training(args):
 
 def test_resume_after_sigkill_loses_nothing(tmp_path):
     logdir = tmp_path / 'run'
-    args = [*ATARI_TINY, '--logdir', str(logdir), '--steps', '3500']
+    args = [*ATARI_TINY, '--logdir', str(logdir), '--steps', '2500']
     process, reader = start_training(args)
     try:
         assert reader.wait_for(r'Saved checkpoint', 150), reader.text[-3000:]
@@ -171,7 +171,7 @@ def test_resume_after_sigkill_loses_nothing(tmp_path):
     new_iterations = int(checkpoint_value(logdir, 'optimizers/model/_iterations/.ATTRIBUTES/'
                                           'VARIABLE_VALUE'))
     assert new_iterations - iterations == new_updates - updates > 0
-    assert int(checkpoint_value(logdir, 'state/step/.ATTRIBUTES/VARIABLE_VALUE')) == 3500
+    assert int(checkpoint_value(logdir, 'state/step/.ATTRIBUTES/VARIABLE_VALUE')) == 2500
 
 
 def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
@@ -194,26 +194,6 @@ def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
     assert tf.train.latest_checkpoint(str(logdir / 'checkpoints')) == match.group(1)
     assert int(checkpoint_value(logdir, 'state/step/.ATTRIBUTES/VARIABLE_VALUE')) == int(
         match.group(2)) > 500
-
-
-def test_same_seed_with_determinism_gives_identical_losses(tmp_path):
-    def losses(logdir):
-        values = []
-        for line in metrics_lines(logdir):
-            values += [line[k] for k in sorted(line) if k.endswith('_loss')]
-        return values
-
-    args = [*ATARI_TINY, '--steps', '1600', '--log_every', '50', '--seed', '7',
-            '--deterministic', 'True', '--eval_every', '10000']
-    runs = [subprocess.Popen([sys.executable, '-m', 'dreamerv2_tf.train', *args, '--logdir',
-                              str(tmp_path / name)], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, env=command_env()) for name in 'ab']
-    outputs = [run.communicate(timeout=300)[0].decode() for run in runs]
-    assert all(run.returncode == 0 for run in runs), outputs[0][-2000:]
-    first, second = losses(tmp_path / 'a'), losses(tmp_path / 'b')
-    assert len(first) >= 20
-    assert first[:20] == second[:20]
-    assert len(set(first[:20])) > 10  # real, changing losses, not a constant
 
 
 @pytest.mark.parametrize('args, message', [

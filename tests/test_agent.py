@@ -185,3 +185,25 @@ def test_behaviors_task_first_then_exploration():
     batch = make_batch(2, 8, obs_space, act_space)
     _, metrics = agent.train(batch, agent.initial_train_state(2))
     assert {'actor_loss', 'expl_actor_loss', 'expl_expl_loss'} <= set(metrics)
+
+
+def test_float32_copy_of_a_mixed_precision_policy_holds_its_weights():
+    # What `export_every` serves from a mixed-precision run: every encoder, RSSM and actor weight
+    # of the float16 policy, in float32. (Keras 3 layers are not tf.Modules; a filter on that
+    # once made the copy keep its fresh random weights.)
+    from dreamerv2_tf.agent.policy import float32_copy
+    from dreamerv2_tf.agent.world_model import preprocess
+    config = make_config('atari', precision=16)
+    obs_space, act_space = make_spaces(1, 6, True)
+    agent = Agent(config, obs_space, act_space)
+    obs = {k: np.zeros((1,) + obs_space[k].shape, obs_space[k].dtype) for k in agent.input_keys}
+    agent.policy(obs, agent.initial_policy_state(1), 'eval')
+    copy = float32_copy(agent.acting, lambda o: preprocess(o, config, tf.float32))
+    pairs = list(zip([agent.wm.encoder, agent.wm.rssm, agent.behaviors['task'].actor],
+                     [copy.encoder, copy.rssm, copy.actors['eval']]))
+    for source, target in pairs:
+        # Same creation order in both (one code path), so the variables pair up in order.
+        assert len(target.variables) == len(source.variables) > 1
+        for a, b in zip(source.variables, target.variables):
+            assert b.dtype == tf.float32 and a.path.endswith(b.path.split('/', 1)[-1])
+            np.testing.assert_array_equal(b.numpy(), tf.cast(a, tf.float32).numpy())

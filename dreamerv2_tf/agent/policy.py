@@ -34,9 +34,10 @@ class Policy:
 
     @property
     def networks(self):
-        """The networks whose weights the policy uses (each once)."""
+        """The networks whose weights the policy uses (each once). Keras 3 layers are not
+        `tf.Module`s, so anything with variables counts (a random explorer has none)."""
         unique = {id(n): n for n in [self.encoder, self.rssm, *self.actors.values()]
-                  if isinstance(n, tf.Module)}
+                  if hasattr(n, 'variables')}
         return list(unique.values())
 
     def initial_state(self, batch_size):
@@ -90,12 +91,25 @@ def float32_copy(policy, preprocess):
     actor = make_actor(config, policy.act_space, source_actor.name, 'float32')
     copy = Policy(config, policy.obs_space, policy.act_space, 'float32', encoder, rssm,
                   {'train': actor, 'eval': actor, 'explore': actor}, preprocess)
-    # One eager step creates every variable (with the same paths as the source's).
+    # One eager step creates every variable.
     keys = [k for k in policy.obs_space if protocol.is_model_input(k)]
     obs = {k: np.zeros((1,) + policy.obs_space[k].shape, policy.obs_space[k].dtype) for k in keys}
     copy.step(obs, copy.initial_state(1), 'eval', tf.constant([0, 0], tf.int64))
-    sources = {v.path: v for net in policy.networks for v in net.variables}
-    for net in copy.networks:
-        for var in net.variables:
-            var.assign(tf.cast(sources[var.path], var.dtype))
+    for source, target in [(policy.encoder, encoder), (policy.rssm, rssm), (source_actor, actor)]:
+        # Paths differ in their prefix (a sublayer built inside a call of its parent carries the
+        # parent's name), so variables are matched by their path inside the network.
+        sources = _by_inner_path(source)
+        targets = _by_inner_path(target)
+        if not targets or set(sources) != set(targets):
+            raise ValueError(f'float32_copy: the variables of {source.name} do not match its '
+                             f'copy ({sorted(set(sources) ^ set(targets))[:3]})')
+        for path, var in targets.items():
+            var.assign(tf.cast(sources[path], var.dtype))
     return copy
+
+
+def _by_inner_path(network):
+    """{variable path without the network's own name prefix: variable}."""
+    prefix = network.name + '/'
+    return {v.path[len(prefix):] if v.path.startswith(prefix) else v.path: v
+            for v in network.variables}

@@ -245,13 +245,13 @@ class LoopBench:
         def timed_step(action, reset):
             with timer.section(label):
                 obs = step(action, reset)
+            stepped = int(len(envs) - np.count_nonzero(np.asarray(reset, bool)))
             if label == 'env':
-                stepped = int(len(envs) - np.count_nonzero(np.asarray(reset, bool)))
                 timer.count('env_steps', stepped)
-                timer.count('env_reset', len(envs) - stepped)
+                timer.count('env_resets', len(envs) - stepped)
                 progress.step(stepped)
             else:
-                timer.count('env_eval_step', len(envs))
+                timer.count('eval_env_steps', stepped)
             return obs
 
         envs.step = timed_step
@@ -403,10 +403,10 @@ def report(config, args, bench, update_seconds):
           f'{bench.start_step:,} (prefill ended at {bench.prefill_end[0]:,}).')
     print(f'loop: {frames:,} frames in {timer.wall:.3f} s = {loop_fps:.3f} frames/s '
           f'({updates} updates, {updates / timer.wall:.3f} updates/s)')
-    in_loop = (f', {statistics.median(bench.train_times):.4f} s in the loop'
+    in_loop = (f', {statistics.median(bench.train_times):.6f} s in the loop'
                if bench.train_times else '')
     print(f'bound: {per_update:g} agent steps x {repeat} frames per update / '
-          f'{update_seconds:.4f} s (median of {args.bound_updates} updates{in_loop}) = '
+          f'{update_seconds:.6f} s (median of {args.bound_updates} updates{in_loop}) = '
           f'{bound_fps:.3f} frames/s')
     print(f'ratio loop / bound: {loop_fps / bound_fps:.4f}')
     print()
@@ -417,9 +417,8 @@ def report(config, args, bench, update_seconds):
         print(f'{title:<32}{seconds:>11.3f}{100 * seconds / timer.wall:>8.1f}%{calls_text:>9}'
               f'  {counted}')
     print(f"{'total (measured wall time)':<32}{timer.wall:>11.3f}{100.0:>8.1f}%")
-    extra = [f"{timer.calls['env_reset']} env resets",
-             f"{timer.calls['env_eval_step']} eval env steps"]
-    print(f"also in the measured phase: {', '.join(extra)}.")
+    print(f"also in the measured phase: {timer.calls['env_resets']} train env resets, "
+          f"{timer.calls['eval_env_steps']} eval env steps (no resets).")
     evaluations, saves = bench.outside['evaluation'], bench.outside['checkpoint']
     if evaluations and saves and config.eval_every:
         # The loop evaluates and saves once per `eval_every` steps; a short measurement may hold

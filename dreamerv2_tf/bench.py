@@ -9,6 +9,8 @@
     python -m dreamerv2_tf.bench learn --task dmc_cartpole_balance \
         --configs defaults dmc_proprio small --seeds 3 --steps 5e4 [--parallel 1] \
         [--root runs/learning/NAME] [--out benchmarks/learning/NAME]
+    python -m dreamerv2_tf.bench loop [--configs defaults dmc_proprio small] \
+        [--task dmc_cartpole_balance] [--steps 2000] [--warmup TRAIN_EVERY] [--bound-updates 10]
     python -m dreamerv2_tf.bench faults [--kills 20]      (see: bench faults --help)
     python -m dreamerv2_tf.bench memory [--minutes 30]    (see: bench memory --help)
 
@@ -27,7 +29,14 @@ nothing. `learn` trains `--seeds` seeded runs of `--task` for `--steps` agent st
 (each a resumable logdir `<root>/seed<i>`, run by `python -m dreamerv2_tf.train`), measures a
 random policy, and writes a table of eval returns over frames (mean, min, max over seeds, beside
 the paper's curve where `scores/` has one) and `curves.png` to `<out>`; rerun it to resume.
-Config flags (`--jit xla`, `--dataset.batch 8`, ...) pass through to the agent or the runs.
+`loop` runs the real training loop (`python -m dreamerv2_tf.train`'s Trainer, in a temporary
+logdir unless `--logdir` is given) through prefill, pretrain and `--warmup` agent steps, then
+measures `--steps` agent steps: the loop's frames/s, the bound the update alone sets
+(train_every x action_repeat / the median update time, timed after the loop in the same
+process), their ratio, and a table of where the measured wall time went (updates, policy calls,
+env steps, replay writes, sampling, logging, checkpoints, evaluation, other).
+Config flags (`--jit xla`, `--dataset.batch 8`, `--prefill 1000`, ...) pass through to the
+agent or the runs.
 """
 
 import argparse
@@ -54,13 +63,17 @@ def parse(argv):
     parser = argparse.ArgumentParser(
         prog='python -m dreamerv2_tf.bench', description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument('what', choices=('train', 'policy', 'learn', 'faults', 'memory'),
+    parser.add_argument('what', choices=('train', 'policy', 'learn', 'loop', 'faults', 'memory'),
                         help='what to measure (faults, memory: see --help of each)')
     parser.add_argument('--configs', nargs='+', default=['defaults', 'atari'],
                         help='config blocks (default: defaults atari)')
     parser.add_argument('--steps', type=count, default=5,
-                        help='timed train steps (train); agent steps per seed (learn), e.g. 5e4')
-    parser.add_argument('--warmup', type=int, default=2, help='untimed steps first')
+                        help='timed train steps (train); agent steps per seed (learn), e.g. 5e4; '
+                        'measured agent steps after the warm-up (loop, default 2000)')
+    parser.add_argument('--warmup', type=int, help='untimed steps or calls first (default 2; '
+                        'loop: agent steps after prefill, default train_every)')
+    parser.add_argument('--bound-updates', type=int, default=10,
+                        help='updates timed for the bound after the loop (loop)')
     parser.add_argument('--batch', type=int, nargs='+', default=[1, 64],
                         help='policy batch sizes (policy)')
     parser.add_argument('--calls', type=int, default=200, help='timed policy calls (policy)')
@@ -90,6 +103,8 @@ def parse(argv):
     args, rest = parser.parse_known_args(argv)
     if args.what == 'learn' and '--steps' not in argv:
         parser.error('learn needs --steps (agent steps per seed)')
+    if args.what == 'loop' and '--steps' not in argv:
+        args.steps = 2000
     return args, rest
 
 
@@ -316,6 +331,11 @@ def main(argv=None):
         return 2
     if args.what == 'learn':
         return bench_learn(config, args, rest, argv)
+    if args.what == 'loop':
+        from dreamerv2_tf.benchmarks import loop
+        return loop.run(config, args)
+    if args.warmup is None:
+        args.warmup = 2
     strategy = None
     if args.what == 'train' and config.distribute != 'none':
         from dreamerv2_tf.run import distribute

@@ -19,8 +19,10 @@ aligns the step counters after the prefill, so that every worker trains at the s
 calls the collective train step equally often.
 
 The agent's `step` variable is the loop's only step counter (agent steps; logged x
-`action_repeat`): the loop advances it and the checkpoint stores it. Messages go to this module's
-`logging` logger; the command shows them on stdout.
+`action_repeat`): the loop advances it and the checkpoint stores it. The loop counts in Python and
+writes the variable before whatever reads it (an update's schedules, a checkpoint, an export, the
+end of `run`), not at every env step: an eager assign and reads per step were a fixed cost of
+every step. Messages go to this module's `logging` logger; the command shows them on stdout.
 """
 
 import logging
@@ -144,6 +146,7 @@ class Trainer:
             self.restored = self.checkpoint.restore()
         except (tf.errors.OpError, ValueError) as e:
             raise ResumeError(f'cannot resume from {directory}: {str(e).splitlines()[0]}') from None
+        self._read_counters()
         if self.restored:
             for every, last in ((self.should_train, self.train_last),
                                 (self.should_log, self.log_last)):
@@ -183,13 +186,24 @@ class Trainer:
 
     @property
     def step(self):
-        """Agent steps so far, read from the agent's (checkpointed) step variable."""
-        return int(self.agent.step.numpy())
+        """Agent steps so far (the agent's step variable once `_write_step` ran)."""
+        return self._step
+
+    def _read_counters(self):
+        self._step = int(self.agent.step.numpy())
+        self._written_step = self._step
+        self._updates = int(self.updates.numpy())
+
+    def _write_step(self):
+        """Brings the agent's step variable up to the loop's count."""
+        if self._written_step != self._step:
+            self.agent.step.assign(self._step)
+            self._written_step = self._step
 
     # Callbacks ----------------------------------------------------------------------------------
 
     def _on_train_step(self, transition, worker):
-        self.agent.step.assign_add(1)
+        self._step += 1
         self.train_replay.add_step(transition, worker)
         self.check_stop()
 
@@ -232,15 +246,15 @@ class Trainer:
                 self.logger.scalar(name, self._metric(name, values))
             self.metrics.clear()
             self.logger.add(self.agent.report(next(self.report_dataset)), prefix='train')
-            self.logger.rate('updates_per_sec', int(self.updates.numpy()))
-            self.logger.scalar('updates', int(self.updates.numpy()))  # running total
+            self.logger.rate('updates_per_sec', self._updates)
+            self.logger.scalar('updates', self._updates)  # running total
             self.logger.write(step, fps=True)
         if config.save_every and time.monotonic() - self.last_save > 60 * config.save_every:
             self.save('periodic')
         if self.should_export(step) and self.export is not None:
+            self._write_step()
             self.export(self.agent, step)
-        self.progress.update(step, config.steps, ret=self.last_return,
-                             updates=int(self.updates.numpy()))
+        self.progress.update(step, config.steps, ret=self.last_return, updates=self._updates)
 
     # Policies and updates -----------------------------------------------------------------------
 
@@ -258,8 +272,10 @@ class Trainer:
         return self.agent.policy(obs, state, 'eval')
 
     def update(self):
+        self._write_step()  # the schedules read it
         self.train_state, metrics = self.agent.train(next(self.train_dataset), self.train_state)
         self.updates.assign_add(1)
+        self._updates += 1
         for name, value in metrics.items():
             self.metrics.setdefault(name, []).append(float(value))
 
@@ -283,6 +299,7 @@ class Trainer:
         if self.saved_train_state and isinstance(self.train_state, dict):
             for key, variable in self.saved_train_state.items():
                 variable.assign(self.train_state[key])
+        self._write_step()
         path = self.checkpoint.save()
         self.last_save = time.monotonic()
         log.info(f'Saved checkpoint {path} ({reason}, step {self.step}).')
@@ -296,7 +313,9 @@ class Trainer:
         try:
             self.prefill()
             if self.agree_step is not None:  # workers' prefills end at different episode ends
+                self._write_step()
                 self.agent.step.assign(self.agree_step(self.step))
+                self._read_counters()
             self.make_datasets()
             if not self.restored:
                 for _ in range(self.config.pretrain):
@@ -317,6 +336,7 @@ class Trainer:
             self.logger.write(self.step)
             raise
         finally:
+            self._write_step()
             self.progress.close()
             self.logger.close()
             # Release the tf.data generators now: left to interpreter shutdown they fail noisily.
@@ -325,7 +345,7 @@ class Trainer:
         if self.agree_step is not None:
             from dreamerv2_tf.run.distribute import weights_digest
             log.info(f'Weights digest {weights_digest(self.agent)} (the same on every worker).')
-        return {'step': self.step, 'updates': int(self.updates.numpy()),
+        return {'step': self.step, 'updates': self._updates,
                 'logdir': str(self.logdir)}
 
     def prefill(self):

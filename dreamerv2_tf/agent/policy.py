@@ -32,14 +32,6 @@ class Policy:
         self.act_dim = self.act_space['action'].shape[0]
         self.discrete = self.act_space['action'].discrete
 
-    @property
-    def networks(self):
-        """The networks whose weights the policy uses (each once). Keras 3 layers are not
-        `tf.Module`s, so anything with variables counts (a random explorer has none)."""
-        unique = {id(n): n for n in [self.encoder, self.rssm, *self.actors.values()]
-                  if hasattr(n, 'variables')}
-        return list(unique.values())
-
     def initial_state(self, batch_size):
         latent = self.rssm.initial(batch_size)
         return latent, tf.zeros([batch_size, self.act_dim], tf.float32)

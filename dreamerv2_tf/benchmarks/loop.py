@@ -145,39 +145,12 @@ class _TimedIterator:
             return next(self.iterator)
 
 
-class Progress:
-    """Prints the phase, agent steps and an ETA at most every `interval` seconds."""
-
-    def __init__(self, interval=20.0):
-        self.interval = interval
-        self.phase, self.done, self.total = 'prefill', 0, 0
-        self.begin = self.last = time.monotonic()
-
-    def set_phase(self, phase, total):
-        self.phase, self.done, self.total = phase, 0, total
-        self.begin = time.monotonic()
-
-    def step(self, count):
-        self.done += count
-        now = time.monotonic()
-        if not count or now - self.last < self.interval:
-            return
-        self.last = now
-        elapsed = now - self.begin
-        eta = (f', ETA {elapsed / self.done * max(0, self.total - self.done):.0f} s'
-               if self.done and self.total else '')
-        print(f'bench loop: {self.phase} {self.done:,}/{self.total:,} agent steps, '
-              f'{elapsed:.0f} s{eta}', flush=True)
-
-
 class LoopBench:
     """Timing state shared by the wrappers and the Trainer subclass."""
 
     def __init__(self, steps, warmup):
         self.steps, self.warmup = steps, warmup
         self.timer = SectionTimer()
-        self.progress = Progress()
-        self.progress.set_phase('prefill', 0)  # the total is set once the config is known
         self.start_step = self.end_step = self.target = None
         self.prefill_end = None  # (step, seconds since the run started)
         self.train_times = []  # inclusive seconds of each agent.train call in the window
@@ -240,7 +213,7 @@ class LoopBench:
     def wrap_envs(self, envs, label):
         import numpy as np
         step = envs.step
-        timer, progress = self.timer, self.progress
+        timer = self.timer
 
         def timed_step(action, reset):
             with timer.section(label):
@@ -249,7 +222,6 @@ class LoopBench:
             if label == 'env':
                 timer.count('env_steps', stepped)
                 timer.count('env_resets', len(envs) - stepped)
-                progress.step(stepped)
             else:
                 timer.count('eval_env_steps', stepped)
             return obs
@@ -277,19 +249,18 @@ def make_trainer_class():
             bench.prefill_end = (step, time.perf_counter() - self.run_started)
             bench.start_step = step + bench.warmup
             bench.target = bench.start_step + bench.steps
-            # The run ends `steps` agent steps after the warm-up.
+            # The run ends `steps` agent steps after the warm-up (the loop's progress line
+            # shows the ETA to it).
             self.config = self.config.update(steps=bench.target)
             print(f'bench loop: prefill done at step {step:,} in {bench.prefill_end[1]:.1f} s; '
                   f'{self.config.pretrain if not self.restored else 0} pretrain update(s), '
                   f'{bench.warmup} warm-up steps, then {bench.steps:,} measured steps.',
                   flush=True)
-            bench.progress.set_phase('warm-up', bench.warmup)
 
         def _train_step(self, transition, worker):
             super()._train_step(transition, worker)
             bench = self.bench
             if not bench.timer.on and bench.end_step is None and self.step == bench.start_step:
-                bench.progress.set_phase('measured', bench.steps)
                 bench.timer.start()
 
         def _timed(self, label, method, *args):
@@ -360,7 +331,8 @@ def run(config, args):
         logdir.mkdir(parents=True, exist_ok=True)
         trainlib.record_config(config, logdir)
         bench = LoopBench(args.steps, warmup)
-        bench.progress.total = int(config.prefill)
+        # Until prefill ends, the loop's progress line counts towards its estimated end.
+        config = config.update(steps=int(config.prefill) + warmup + args.steps)
         train_envs, eval_envs = trainlib.make_envs(config, None, None)
         try:
             bench.wrap_envs(train_envs, 'env')

@@ -18,11 +18,11 @@ runs its own Trainer on `<logdir>/worker<i>`; `chief=False` workers restore from
 aligns the step counters after the prefill, so that every worker trains at the same steps and
 calls the collective train step equally often.
 
-The agent's `step` variable is the loop's only step counter (agent steps; logged x
-`action_repeat`): the loop advances it and the checkpoint stores it. The loop counts in Python and
-writes the variable before whatever reads it (an update's schedules, a checkpoint, an export, the
-end of `run`), not at every env step: an eager assign and reads per step were a fixed cost of
-every step. Messages go to this module's `logging` logger; the command shows them on stdout.
+Steps (agent steps; logged x `action_repeat`) and updates are counted in Python; the agent's
+`step` variable and the `updates` variable, which the checkpoint stores, are written before
+whatever reads them (an update's schedules, a checkpoint, an export, the end of `run`), not at
+every env step: an eager assign and reads per step were a fixed cost of every step. Messages go
+to this module's `logging` logger; the command shows them on stdout.
 """
 
 import logging
@@ -186,19 +186,17 @@ class Trainer:
 
     @property
     def step(self):
-        """Agent steps so far (the agent's step variable once `_write_step` ran)."""
+        """Agent steps so far (the agent's step variable once `_write_counters` ran)."""
         return self._step
 
     def _read_counters(self):
         self._step = int(self.agent.step.numpy())
-        self._written_step = self._step
         self._updates = int(self.updates.numpy())
 
-    def _write_step(self):
-        """Brings the agent's step variable up to the loop's count."""
-        if self._written_step != self._step:
-            self.agent.step.assign(self._step)
-            self._written_step = self._step
+    def _write_counters(self):
+        """Brings the step and update variables up to the loop's counts."""
+        self.agent.step.assign(self._step)
+        self.updates.assign(self._updates)
 
     # Callbacks ----------------------------------------------------------------------------------
 
@@ -252,7 +250,7 @@ class Trainer:
         if config.save_every and time.monotonic() - self.last_save > 60 * config.save_every:
             self.save('periodic')
         if self.should_export(step) and self.export is not None:
-            self._write_step()
+            self._write_counters()
             self.export(self.agent, step)
         self.progress.update(step, config.steps, ret=self.last_return, updates=self._updates)
 
@@ -272,9 +270,8 @@ class Trainer:
         return self.agent.policy(obs, state, 'eval')
 
     def update(self):
-        self._write_step()  # the schedules read it
+        self._write_counters()  # the schedules read the step
         self.train_state, metrics = self.agent.train(next(self.train_dataset), self.train_state)
-        self.updates.assign_add(1)
         self._updates += 1
         for name, value in metrics.items():
             self.metrics.setdefault(name, []).append(float(value))
@@ -299,7 +296,7 @@ class Trainer:
         if self.saved_train_state and isinstance(self.train_state, dict):
             for key, variable in self.saved_train_state.items():
                 variable.assign(self.train_state[key])
-        self._write_step()
+        self._write_counters()
         path = self.checkpoint.save()
         self.last_save = time.monotonic()
         log.info(f'Saved checkpoint {path} ({reason}, step {self.step}).')
@@ -313,9 +310,7 @@ class Trainer:
         try:
             self.prefill()
             if self.agree_step is not None:  # workers' prefills end at different episode ends
-                self._write_step()
-                self.agent.step.assign(self.agree_step(self.step))
-                self._read_counters()
+                self._step = self.agree_step(self.step)
             self.make_datasets()
             if not self.restored:
                 for _ in range(self.config.pretrain):
@@ -336,7 +331,7 @@ class Trainer:
             self.logger.write(self.step)
             raise
         finally:
-            self._write_step()
+            self._write_counters()
             self.progress.close()
             self.logger.close()
             # Release the tf.data generators now: left to interpreter shutdown they fail noisily.

@@ -105,9 +105,9 @@ def run_module(module, args, timeout=300, cwd=None):
 
 @pytest.fixture(scope='session')
 def atari_run(tmp_path_factory):
-    """One tiny Atari Pong training run of ATARI_RUN_STEPS steps, shared by the tests that need a trained
-    agent (end-to-end checks, evaluate, export). With pytest-xdist the first worker that needs it
-    trains while the others wait on a file lock, then all read the same logdir."""
+    """One tiny Atari Pong training run of ATARI_RUN_STEPS steps, shared by the tests that need a
+    trained agent (end-to-end checks, evaluate, export). With pytest-xdist the first worker that
+    needs it trains while the others wait on a file lock, then all read the same logdir."""
     root = tmp_path_factory.getbasetemp()
     if os.environ.get('PYTEST_XDIST_WORKER'):
         root = root.parent  # shared by all workers of this session
@@ -115,7 +115,7 @@ def atari_run(tmp_path_factory):
     with open(root / 'atari_run.lock', 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not result.exists():
-            code, output, seconds = run_module(
-                'dreamerv2_tf.train', [*ATARI_TINY, '--logdir', str(logdir), '--steps', str(ATARI_RUN_STEPS)])
+            code, output, seconds = run_module('dreamerv2_tf.train', [
+                *ATARI_TINY, '--logdir', str(logdir), '--steps', str(ATARI_RUN_STEPS)])
             result.write_text(json.dumps([code, output, seconds]))
     return (logdir, *json.loads(result.read_text()))

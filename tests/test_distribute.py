@@ -126,8 +126,9 @@ def test_a_lost_peer_is_named_not_this_worker():
     import tensorflow as tf
     # The shape of the error CI saw on worker 0: its own device comes first, in the op's name.
     message = ('{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/replica:0/task:0/'
-               'device:CPU:0}} Collective ops is aborted by: Error reported from /job:worker/task:1:'
-               ' The following tasks are unhealthy (stopped sending heartbeats):\n'
+               'device:CPU:0}} Collective ops is aborted by: Error reported from '
+               '/job:worker/task:1: The following tasks are unhealthy '
+               '(stopped sending heartbeats):\n'
                '/job:worker/replica:0/task:1\n')
     error = tf.errors.UnavailableError(None, None, message)
     assert 'lost worker 1 of the cluster' in str(distribute.describe_failure(error, own_index=0))

@@ -299,7 +299,8 @@ def test_evaluate_accepts_a_saved_model_and_versions_are_never_overwritten(expor
     code, output, _ = run_module('dreamerv2_tf.evaluate', ['--logdir', str(out), '--episodes',
                                                            '1'])
     assert code == 0, output[-2000:]
-    assert re.search(rf'Evaluating \S+/pong/{ATARI_RUN_STEPS} \(step {ATARI_RUN_STEPS}\)', output), output[-2000:]
+    evaluating = rf'Evaluating \S+/pong/{ATARI_RUN_STEPS} \(step {ATARI_RUN_STEPS}\)'
+    assert re.search(evaluating, output), output[-2000:]
     assert re.search(r'Return over 1 episodes: mean -?\d', output)
     code, output, _ = run_module('dreamerv2_tf.export', ['--logdir', str(logdir), '--out',
                                                          str(out)])

@@ -10,7 +10,6 @@ from dreamerv2_tf.agent import networks
 from dreamerv2_tf.agent import replicas
 from dreamerv2_tf.agent.behavior import Behavior
 from dreamerv2_tf.agent.optimizer import Optimizer, is_mixed
-from dreamerv2_tf.agent.scan import scan
 
 sg = tf.stop_gradient
 
@@ -27,7 +26,7 @@ def lambda_return(reward, value, discount, bootstrap, lambda_):
         step_input, step_discount = cur
         return step_input + step_discount * lambda_ * agg
 
-    return scan(step, (inputs, discount), bootstrap, reverse=True)
+    return tf.scan(step, (inputs, discount), bootstrap, reverse=True)
 
 
 class StreamNorm:

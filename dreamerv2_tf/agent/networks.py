@@ -18,7 +18,6 @@ from dreamerv2_tf.agent import choices
 from dreamerv2_tf.agent import distributions as dists
 from dreamerv2_tf.agent import replicas
 from dreamerv2_tf.agent.distributions import split_seed
-from dreamerv2_tf.agent.scan import scan
 
 sg = tf.stop_gradient
 
@@ -307,7 +306,7 @@ class RSSM(LazyBuild, keras.Model):
 
     def observe(self, embed, action, is_first, state=None, seed=None, sample=True):
         """Posterior and prior states [B, T, ...] for embeddings and the actions that led into each
-        step. Unrolled when the sequence length is static (see `scan`)."""
+        step. Runs as a `tf.scan` so the graph does not grow with the sequence length."""
         if state is None:
             state = self.initial(tf.shape(embed)[0])
         seeds = tf.random.experimental.stateless_split(seed, tf.shape(embed)[1])
@@ -318,7 +317,7 @@ class RSSM(LazyBuild, keras.Model):
             return self.obs_step(post, step_action, step_embed, step_first, step_seed, sample)
 
         inputs = (_time_major(embed), _time_major(action), _time_major(is_first), seeds)
-        post, prior = scan(step, inputs, (state, state))
+        post, prior = tf.scan(step, inputs, (state, state))
         return ({k: _time_major(v) for k, v in post.items()},
                 {k: _time_major(v) for k, v in prior.items()})
 
@@ -330,7 +329,7 @@ class RSSM(LazyBuild, keras.Model):
             step_action, step_seed = inputs
             return self.img_step(prev, step_action, step_seed, sample)
 
-        prior = scan(step, (_time_major(action), seeds), state)
+        prior = tf.scan(step, (_time_major(action), seeds), state)
         return {k: _time_major(v) for k, v in prior.items()}
 
     def call(self, embed, action, is_first, seed):

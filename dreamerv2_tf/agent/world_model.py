@@ -7,7 +7,6 @@ from dreamerv2_tf import protocol
 from dreamerv2_tf.agent import choices
 from dreamerv2_tf.agent import networks
 from dreamerv2_tf.agent.distributions import split_seed
-from dreamerv2_tf.agent.scan import scan
 from dreamerv2_tf.agent.optimizer import Optimizer, is_mixed
 
 sg = tf.stop_gradient
@@ -184,7 +183,7 @@ class WorldModel:
             state = self.rssm.img_step(prev, action, state_seed)
             return {**state, 'feat': self.rssm.get_feat(state), 'action': action}
 
-        rollout = scan(step, seeds, start)
+        rollout = tf.scan(step, seeds, start)
         seq = {k: tf.concat([start[k][None], rollout[k]], 0) for k in start}
         if 'discount' in self.heads:
             disc = self.heads['discount'](seq['feat']).mean()

@@ -194,7 +194,7 @@ def core_runners(agent, config, args, scratch):
     import pathlib
     from dreamerv2_tf.serving import portable
     from dreamerv2_tf.serving.load import SavedModelCoreRunner
-    from dreamerv2_tf.serving.policy_module import CORE_METADATA, PolicyModule
+    from dreamerv2_tf.serving.policy_module import CORE_METADATA, EXTRA_DIR, PolicyModule
     folder = pathlib.Path(args.saved_model) if args.saved_model else None
     if folder is None:
         folder = pathlib.Path(scratch) / 'export'
@@ -202,7 +202,10 @@ def core_runners(agent, config, args, scratch):
         PolicyModule(agent.acting, config, int(agent.step.numpy())).save(folder, args.format)
         print(f"Exported {', '.join(args.format)} to {folder} in "
               f'{time.perf_counter() - start:.1f} s', flush=True)
-    metadata = portable.read_metadata(folder / CORE_METADATA)
+    # A SavedModel-only export keeps the core's metadata in its assets.extra folder.
+    beside = folder / CORE_METADATA
+    metadata = portable.read_metadata(beside if beside.exists()
+                                      else folder / EXTRA_DIR / CORE_METADATA)
     runners = {}
     for kind in args.format:
         if kind == 'savedmodel':

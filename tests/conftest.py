@@ -86,7 +86,7 @@ def fixed_batch():
 # Subprocess runs of the commands --------------------------------------------------------------
 
 ATARI_TINY = ['--configs', 'defaults', 'atari', 'tiny', '--task', 'atari_pong']
-ATARI_RUN_STEPS = 2000  # past tiny's first evaluation and checkpoint at step 1500
+ATARI_RUN_STEPS = 2000  # the prefill episode (~850 steps), training, final eval and checkpoint
 
 
 def command_env():

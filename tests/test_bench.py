@@ -51,6 +51,17 @@ def test_bench_policy_prints_a_positive_median(capsys):
     assert 'SavedModel' not in output  # no --saved-model given
 
 
+def test_bench_policy_times_a_fresh_savedmodel_export(capsys):
+    # Without --saved-model the command exports the agent itself; the SavedModel-only export
+    # keeps the core's policy.json inside the SavedModel, where the bench must find it.
+    code, output = bench(['policy', *ATARI_TINY, '--batch', '1', '--calls', '2', '--warmup', '0',
+                          '--format', 'savedmodel'], capsys)
+    assert code == 0, output[-3000:]
+    for runtime in (r'SavedModel serving_default', r'savedmodel core \(SavedModelCoreRunner\)'):
+        match = re.search(rf'^{runtime}, batch 1: median ([\d.]+) ms over 2 calls$', output, re.M)
+        assert match and float(match.group(1)) > 0, output[-2000:]
+
+
 # bench learn ------------------------------------------------------------------------------------
 
 # The smallest budget that still gives two evaluations (after prefill and at the end) in two

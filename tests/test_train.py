@@ -137,11 +137,13 @@ def start_training(args):
 
 def test_resume_after_sigkill_loses_nothing(tmp_path):
     logdir = tmp_path / 'run'
-    args = [*ATARI_TINY, '--logdir', str(logdir), '--steps', '2500']
+    args = [*ATARI_TINY, '--logdir', str(logdir), '--steps', '2500', '--eval_every', '1000']
     process, reader = start_training(args)
     try:
         assert reader.wait_for(r'Saved checkpoint', 150), reader.text[-3000:]
-        delay = random.uniform(0.0, 4.0)
+        # The first checkpoint ends the first training phase (prefill episode + 1000 steps,
+        # about 1850); an eval episode and 650 steps follow, which took 5.5 s on a fast machine.
+        delay = random.uniform(0.0, 2.0)
         time.sleep(delay)
         process.kill()  # SIGKILL: no handler runs
         process.wait(30)

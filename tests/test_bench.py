@@ -5,11 +5,13 @@ other settings on the same root."""
 import contextlib
 import io
 import json
+import os
 import re
 import shlex
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 
 ATARI_TINY = ['--configs', 'defaults', 'atari', 'tiny']
@@ -167,6 +169,13 @@ def test_learn_writes_the_report_with_the_binned_eval_returns(learned):
     assert copied.read_bytes() == (root / 'seed0' / 'metrics.jsonl').read_bytes()
     results = check_table(out, root, 1)
     assert results['steps'] == STEPS and results['seeds'][0]['finished'] is True
+    # Updates come from the final checkpoint's counter: the metrics log them only every
+    # log_every steps, which this short run never reaches.
+    latest = tf.train.latest_checkpoint(str(root / 'seed0' / 'checkpoints'))
+    updates = int(tf.train.load_variable(latest, 'counters/updates/.ATTRIBUTES/VARIABLE_VALUE'))
+    wall = json.loads((root / 'seed0' / 'wall.json').read_text())['seconds']
+    assert results['seeds'][0]['updates'] == updates > 0
+    assert results['seeds'][0]['seconds_per_update'] == round(wall / updates, 3)
     assert len(results['random_returns']) == 2
     # CartPole pays +1 per step: a random episode returns at least 1 and at most 500.
     assert all(1 <= r <= 500 for r in results['random_returns'])
@@ -180,8 +189,10 @@ def test_learn_rerun_skips_finished_seeds_and_runs_new_ones(learned):
     root, out, _, _ = learned
     log_before = (root / 'seed0' / 'train.log').read_bytes()
     metrics_before = (root / 'seed0' / 'metrics.jsonl').read_bytes()
-    code, output = bench_learn(learn_args(root, out, 2))
+    # More seeds at once than any machine's cores: a warning, and only the unfinished seed runs.
+    code, output = bench_learn([*learn_args(root, out, 2), '--parallel', '4096'])
     assert code == 0, output[-3000:]
+    assert f'warning: --parallel 4096 on {os.cpu_count()} CPU cores' in output
     assert 'seed 0: finished before' in output
     assert (root / 'seed0' / 'train.log').read_bytes() == log_before
     assert (root / 'seed0' / 'metrics.jsonl').read_bytes() == metrics_before

@@ -285,11 +285,13 @@ def report(spec, root, out, config, command, bin_size, random_returns):
         logdir = root / f'seed{seed}'
         curves.append(load_evals(logdir))
         status = seed_status(logdir)
-        updates = _last(logdir, 'updates')
-        seeds.append({'seed': seed, 'wall_minutes': round(status['seconds'] / 60, 1),
+        updates = _updates(logdir)
+        # Wall time is recorded when an invocation of the seed ends: none yet while it first runs.
+        seconds = status['seconds'] or None
+        seeds.append({'seed': seed, 'wall_minutes': round(seconds / 60, 1) if seconds else None,
                       'finished': status['finished'], 'updates': updates,
-                      'seconds_per_update': round(status['seconds'] / updates, 3)
-                      if updates else None})
+                      'seconds_per_update': round(seconds / updates, 3)
+                      if seconds and updates else None})
         for name in ('metrics.jsonl', 'config.yaml'):
             if (logdir / name).exists():
                 (out / f'seed{seed}').mkdir(exist_ok=True)
@@ -308,7 +310,7 @@ def report(spec, root, out, config, command, bin_size, random_returns):
     (out / 'results.json').write_text(json.dumps(results, indent=1))
     (out / 'table.md').write_text(table + '\n')
     wall = '\n'.join(
-        f"| {s['seed']} | {s['wall_minutes']} | {s['updates'] or '-'} | "
+        f"| {s['seed']} | {s['wall_minutes'] or '-'} | {s['updates'] or '-'} | "
         f"{s['seconds_per_update'] or '-'} | {'yes' if s['finished'] else 'no'} |" for s in seeds)
     (out / 'README.md').write_text(
         f"# {spec['task']}: {' '.join(spec['configs'])}\n\n"
@@ -320,6 +322,20 @@ def report(spec, root, out, config, command, bin_size, random_returns):
         f"| seed | wall minutes | updates | wall seconds per update (whole loop) | finished |\n"
         f"| --- | --- | --- | --- | --- |\n{wall}\n")
     return rows
+
+
+def _updates(logdir):
+    """The seed's update count: its latest checkpoint's counter (the metrics log it only every
+    `log_every` steps), else the last logged value, else None."""
+    import tensorflow as tf
+    latest = tf.train.latest_checkpoint(str(logdir / 'checkpoints'))
+    if latest is not None:
+        try:
+            return int(tf.train.load_checkpoint(latest).get_tensor(
+                'counters/updates/.ATTRIBUTES/VARIABLE_VALUE'))
+        except (KeyError, ValueError, tf.errors.OpError):
+            pass  # a checkpoint without the counter (older runs): fall back to the metrics
+    return _last(logdir, 'updates')
 
 
 def _last(logdir, key):

@@ -93,7 +93,8 @@ def parse(argv):
     parser.add_argument('--root', help='folder of the seeds\' logdirs (learn; default '
                         'runs/learning/<name>)')
     parser.add_argument('--out', help='report folder (learn; default benchmarks/learning/<name>)')
-    parser.add_argument('--name', help='benchmark name (learn; default <task>_<last config>)')
+    parser.add_argument('--name', help='benchmark name (learn; default <task>_<configs after '
+                        'defaults>, e.g. dmc_cartpole_balance_dmc_proprio_small)')
     parser.add_argument('--bin', type=float, help='frames per table row and bin (learn; '
                         'default 1e4 for DMC, 1e6 for Atari, else steps x repeat / 10)')
     parser.add_argument('--random-episodes', type=int, default=10,
@@ -281,7 +282,9 @@ def bench_learn(config, args, flags, argv):
     if args.seeds < 1 or args.steps < 1 or args.parallel < 1:
         print('error: --seeds, --steps and --parallel must be at least 1', file=sys.stderr)
         return 2
-    name = args.name or f'{config.task}_{args.configs[-1]}'
+    # Every block but `defaults` names the run: `dmc_proprio small` and `dmc_vision small` differ.
+    blocks = [c for c in args.configs if c != 'defaults'] or ['defaults']
+    name = args.name or '_'.join([config.task, *blocks])
     root = pathlib.Path(args.root or f'runs/learning/{name}')
     out = pathlib.Path(args.out or f'benchmarks/learning/{name}')
     spec = {'task': config.task, 'configs': list(args.configs), 'flags': list(flags),

@@ -160,6 +160,8 @@ def learned(tmp_path_factory):
 
 def test_learn_writes_the_report_with_the_binned_eval_returns(learned):
     root, out, args, output = learned
+    # The default name joins the task and every block after defaults.
+    assert 'Learning benchmark gym_CartPole-v1_cartpole_tiny: 1 seeds' in output
     for name in ('table.md', 'results.json', 'curves.png', 'README.md'):
         assert (out / name).is_file(), name
     assert (out / 'curves.png').read_bytes()[:8] == PNG_MAGIC

@@ -89,7 +89,7 @@ def parse(argv):
     parser.add_argument('--seeds', type=int, default=3, help='seeded runs 0..N-1 (learn)')
     parser.add_argument('--parallel', type=int, default=1,
                         help='seeds run at once (learn); more than the CPU cores slows every seed '
-                             '(2 cores: 3 at once ran 0.65-0.91 updates/s each, 2 at once 1.95)')
+                             'more than it saves (README: Results)')
     parser.add_argument('--root', help='folder of the seeds\' logdirs (learn; default '
                         'runs/learning/<name>)')
     parser.add_argument('--out', help='report folder (learn; default benchmarks/learning/<name>)')

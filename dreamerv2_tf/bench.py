@@ -295,7 +295,7 @@ def bench_learn(config, args, flags, argv):
     except ValueError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
-    command = shlex.join(['python', '-m', 'dreamerv2_tf.bench', *argv])
+    command = shlex.join(['python', '-m', 'dreamerv2_tf.bench', *learn.shown_argv(argv)])
     suite = config.task.split('_')[0]
     bin_size = args.bin or {'dmc': 1e4, 'atari': 1e6}.get(
         suite, max(1.0, args.steps * config.action_repeat / 10))

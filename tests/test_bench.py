@@ -166,7 +166,16 @@ def test_learn_writes_the_report_with_the_binned_eval_returns(learned):
         assert (out / name).is_file(), name
     assert (out / 'curves.png').read_bytes()[:8] == PNG_MAGIC
     readme = (out / 'README.md').read_text()
-    assert shlex.join(['python', '-m', 'dreamerv2_tf.bench', *args]) in readme
+    # The committed report names no folder of this machine outside the checkout.
+    shown = ['<root>' if a == str(root) else '<out>' if a == str(out) else a for a in args]
+    assert shlex.join(['python', '-m', 'dreamerv2_tf.bench', *shown]) in readme
+    assert json.loads((out / 'results.json').read_text())['command'] in readme
+    for name in ('README.md', 'results.json', 'seed0/config.yaml'):
+        assert str(root.parent) not in (out / name).read_text(), name
+    config = (out / 'seed0' / 'config.yaml').read_text()
+    assert 'logdir: <root>/seed0\n' in config
+    assert config.replace('logdir: <root>/seed0', f'logdir: {root}/seed0') == \
+        (root / 'seed0' / 'config.yaml').read_text()
     copied = out / 'seed0' / 'metrics.jsonl'
     assert copied.read_bytes() == (root / 'seed0' / 'metrics.jsonl').read_bytes()
     results = check_table(out, root, 1)
@@ -221,3 +230,16 @@ def test_learn_refuses_other_steps_on_the_same_root(learned, capsys):
     assert 'steps' in lines[0] and str(root) in lines[0]
     assert not (root / 'seed0' / 'train.log').read_text().count(f'--steps {other}')
     assert json.loads((root / 'bench.json').read_text())['steps'] == STEPS
+
+
+def test_learn_report_shows_folders_inside_the_checkout_relative_and_drops_report_only(
+        tmp_path, monkeypatch):
+    from dreamerv2_tf.benchmarks import learn
+    monkeypatch.chdir(tmp_path)
+    argv = ['learn', '--root', str(tmp_path / 'runs' / 'r'), '--out', 'benchmarks/o',
+            '--report-only', '--steps', '10']
+    assert learn.shown_argv(argv) == ['learn', '--root', 'runs/r', '--out', 'benchmarks/o',
+                                      '--steps', '10']
+    outside = tmp_path.parent / 'elsewhere'
+    assert learn.shown_argv(['learn', '--out', str(outside), '--root', str(outside)]) == \
+        ['learn', '--out', '<out>', '--root', '<root>']

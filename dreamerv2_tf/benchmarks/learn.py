@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -273,6 +274,29 @@ def git_commit():
         return 'unknown'
 
 
+def shown_path(path, placeholder):
+    """`path` as a committed report shows it: relative to the working directory when inside it,
+    else `placeholder` (a folder outside the checkout names nothing on another machine)."""
+    path = pathlib.Path(path).absolute()
+    try:
+        return str(path.relative_to(pathlib.Path.cwd()))
+    except ValueError:
+        return placeholder
+
+
+def shown_argv(argv):
+    """The command line that makes the report: `--root` and `--out` as `shown_path` writes them,
+    without `--report-only` (the report is the same either way)."""
+    shown, folder = [], None
+    for arg in argv:
+        if folder:
+            arg = shown_path(arg, f'<{folder}>')
+        folder = arg[2:] if arg in ('--root', '--out') else None
+        if arg != '--report-only':
+            shown.append(arg)
+    return shown
+
+
 def report(spec, root, out, config, command, bin_size, random_returns):
     """Writes the report folder from whatever the seeds have logged so far; returns the rows."""
     import shutil
@@ -292,10 +316,15 @@ def report(spec, root, out, config, command, bin_size, random_returns):
                       'finished': status['finished'], 'updates': updates,
                       'seconds_per_update': round(seconds / updates, 3)
                       if seconds and updates else None})
-        for name in ('metrics.jsonl', 'config.yaml'):
-            if (logdir / name).exists():
-                (out / f'seed{seed}').mkdir(exist_ok=True)
-                shutil.copyfile(logdir / name, out / f'seed{seed}' / name)
+        if (logdir / 'metrics.jsonl').exists():
+            (out / f'seed{seed}').mkdir(exist_ok=True)
+            shutil.copyfile(logdir / 'metrics.jsonl', out / f'seed{seed}' / 'metrics.jsonl')
+        if (logdir / 'config.yaml').exists():
+            (out / f'seed{seed}').mkdir(exist_ok=True)
+            text = (logdir / 'config.yaml').read_text()
+            shown = shown_path(logdir, f'<root>/seed{seed}')
+            (out / f'seed{seed}' / 'config.yaml').write_text(
+                re.sub(r'(?m)^logdir: .*$', lambda _: f'logdir: {shown}', text))
     rows = summarise(curves, borders, bin_size)
     paper = paper_rows(spec['task'], borders)
     random_mean = float(np.mean(random_returns)) if random_returns else None
@@ -315,6 +344,8 @@ def report(spec, root, out, config, command, bin_size, random_returns):
     (out / 'README.md').write_text(
         f"# {spec['task']}: {' '.join(spec['configs'])}\n\n"
         f"Made by (rerun it to resume or reproduce):\n\n```bash\n{command}\n```\n\n"
+        + ''.join(f"`{p}` stands for the `--{p[1:-1]}` folder it ran with, outside the "
+                  f"checkout.\n\n" for p in ('<root>', '<out>') if p in command) +
         f"- Commit: `{spec.get('commit')}`\n- Machine: {spec.get('machine')}\n"
         f"- Eval return binned over ({bin_size:,.0f}-frame bins, (border - bin, border]), "
         f"like the paper's score files; `seed<i>/metrics.jsonl` holds every logged value.\n\n"

@@ -243,3 +243,6 @@ def test_learn_report_shows_folders_inside_the_checkout_relative_and_drops_repor
     outside = tmp_path.parent / 'elsewhere'
     assert learn.shown_argv(['learn', '--out', str(outside), '--root', str(outside)]) == \
         ['learn', '--out', '<out>', '--root', '<root>']
+    # argparse also takes --flag=value.
+    assert learn.shown_argv([f'--root={outside}', f'--out={tmp_path / "o"}', '--name=x']) == \
+        ['--root=<root>', '--out=o', '--name=x']

@@ -13,7 +13,6 @@ import json
 import os
 import pathlib
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 import numpy as np
 
 from dreamerv2_tf import plot as plotlib
+from dreamerv2_tf.config import Config
 
 STATE_FILE = 'bench.json'  # in the root: the command, so that a resume cannot mix settings
 
@@ -284,14 +284,20 @@ def shown_path(path, placeholder):
         return placeholder
 
 
+FOLDER_FLAGS = {'--root': '<root>', '--out': '<out>'}  # flag -> its placeholder in a report
+
+
 def shown_argv(argv):
     """The command line that makes the report: `--root` and `--out` as `shown_path` writes them,
     without `--report-only` (the report is the same either way)."""
-    shown, folder = [], None
+    shown, flag = [], None
     for arg in argv:
-        if folder:
-            arg = shown_path(arg, f'<{folder}>')
-        folder = arg[2:] if arg in ('--root', '--out') else None
+        name, equals, value = arg.partition('=')
+        if flag:
+            arg = shown_path(arg, FOLDER_FLAGS[flag])
+        elif equals and name in FOLDER_FLAGS:
+            arg = f'{name}={shown_path(value, FOLDER_FLAGS[name])}'
+        flag = arg if arg in FOLDER_FLAGS else None
         if arg != '--report-only':
             shown.append(arg)
     return shown
@@ -316,15 +322,13 @@ def report(spec, root, out, config, command, bin_size, random_returns):
                       'finished': status['finished'], 'updates': updates,
                       'seconds_per_update': round(seconds / updates, 3)
                       if seconds and updates else None})
+        copy = out / f'seed{seed}'
         if (logdir / 'metrics.jsonl').exists():
-            (out / f'seed{seed}').mkdir(exist_ok=True)
-            shutil.copyfile(logdir / 'metrics.jsonl', out / f'seed{seed}' / 'metrics.jsonl')
-        if (logdir / 'config.yaml').exists():
-            (out / f'seed{seed}').mkdir(exist_ok=True)
-            text = (logdir / 'config.yaml').read_text()
-            shown = shown_path(logdir, f'<root>/seed{seed}')
-            (out / f'seed{seed}' / 'config.yaml').write_text(
-                re.sub(r'(?m)^logdir: .*$', lambda _: f'logdir: {shown}', text))
+            copy.mkdir(exist_ok=True)
+            shutil.copyfile(logdir / 'metrics.jsonl', copy / 'metrics.jsonl')
+        if (logdir / 'config.yaml').exists():  # written by Config.save, like this copy
+            Config.load(logdir / 'config.yaml').update(
+                logdir=shown_path(logdir, f'<root>/seed{seed}')).save(copy / 'config.yaml')
     rows = summarise(curves, borders, bin_size)
     paper = paper_rows(spec['task'], borders)
     random_mean = float(np.mean(random_returns)) if random_returns else None
@@ -344,8 +348,8 @@ def report(spec, root, out, config, command, bin_size, random_returns):
     (out / 'README.md').write_text(
         f"# {spec['task']}: {' '.join(spec['configs'])}\n\n"
         f"Made by (rerun it to resume or reproduce):\n\n```bash\n{command}\n```\n\n"
-        + ''.join(f"`{p}` stands for the `--{p[1:-1]}` folder it ran with, outside the "
-                  f"checkout.\n\n" for p in ('<root>', '<out>') if p in command) +
+        + ''.join(f"`{shown}` stands for the `{flag}` folder it ran with, outside the "
+                  f"checkout.\n\n" for flag, shown in FOLDER_FLAGS.items() if shown in command) +
         f"- Commit: `{spec.get('commit')}`\n- Machine: {spec.get('machine')}\n"
         f"- Eval return binned over ({bin_size:,.0f}-frame bins, (border - bin, border]), "
         f"like the paper's score files; `seed<i>/metrics.jsonl` holds every logged value.\n\n"

@@ -198,6 +198,8 @@ def test_learn_writes_the_report_with_the_binned_eval_returns(learned):
 
 def test_learn_rerun_skips_finished_seeds_and_runs_new_ones(learned):
     root, out, _, _ = learned
+    # A person's notes on the run survive the rerun and end the regenerated README.
+    (out / 'notes.md').write_text('How it ran: by hand.\n')
     log_before = (root / 'seed0' / 'train.log').read_bytes()
     metrics_before = (root / 'seed0' / 'metrics.jsonl').read_bytes()
     # More seeds at once than any machine's cores: a warning, and only the unfinished seed runs.
@@ -215,6 +217,8 @@ def test_learn_rerun_skips_finished_seeds_and_runs_new_ones(learned):
     assert 'Random policy:' not in output.split('Learning benchmark')[0]  # random.json reused
     results = check_table(out, root, 2)
     assert [s['seed'] for s in results['seeds']] == [0, 1]
+    assert (out / 'notes.md').read_text() == 'How it ran: by hand.\n'
+    assert (out / 'README.md').read_text().endswith('|\n\nHow it ran: by hand.\n')
 
 
 def test_learn_refuses_other_steps_on_the_same_root(learned, capsys):

@@ -5,8 +5,9 @@ runs are separate processes of `python -m dreamerv2_tf.train`, whose output is s
 with the seed and kept in `<root>/seed<i>/train.log`. A random policy is measured on the same
 task by the same command. The report folder `<out>` receives what is worth committing: the
 command and machine (`README.md`), the table (`table.md`, `results.json`), the curves beside the
-paper's (`curves.png`) and each seed's `metrics.jsonl` and `config.yaml`. Rerunning the same
-command skips finished seeds and resumes unfinished ones.
+paper's (`curves.png`) and each seed's `metrics.jsonl` and `config.yaml`; a `notes.md` written
+there by hand ends the README and survives reruns. Rerunning the same command skips finished
+seeds and resumes unfinished ones.
 """
 
 import json
@@ -284,6 +285,7 @@ def shown_path(path, placeholder):
         return placeholder
 
 
+NOTES_FILE = 'notes.md'  # in the report folder: appended to README.md, never written
 FOLDER_FLAGS = {'--root': '<root>', '--out': '<out>'}  # flag -> its placeholder in a report
 
 
@@ -345,6 +347,9 @@ def report(spec, root, out, config, command, bin_size, random_returns):
     wall = '\n'.join(
         f"| {s['seed']} | {s['wall_minutes'] or '-'} | {s['updates'] or '-'} | "
         f"{s['seconds_per_update'] or '-'} | {'yes' if s['finished'] else 'no'} |" for s in seeds)
+    # What a person wrote about the run lives in notes.md, which a rerun never overwrites.
+    notes = (out / NOTES_FILE).read_text() if (out / NOTES_FILE).exists() else ''
+    notes = f'\n{notes.strip()}\n' if notes.strip() else ''
     (out / 'README.md').write_text(
         f"# {spec['task']}: {' '.join(spec['configs'])}\n\n"
         f"Made by (rerun it to resume or reproduce):\n\n```bash\n{command}\n```\n\n"
@@ -355,7 +360,7 @@ def report(spec, root, out, config, command, bin_size, random_returns):
         f"like the paper's score files; `seed<i>/metrics.jsonl` holds every logged value.\n\n"
         f"![curves](curves.png)\n\n{table}\n\n"
         f"| seed | wall minutes | updates | wall seconds per update (whole loop) | finished |\n"
-        f"| --- | --- | --- | --- | --- |\n{wall}\n")
+        f"| --- | --- | --- | --- | --- |\n{wall}\n" + notes)
     return rows
 
 

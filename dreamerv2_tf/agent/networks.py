@@ -17,6 +17,7 @@ from dreamerv2_tf import protocol
 from dreamerv2_tf.agent import choices
 from dreamerv2_tf.agent import distributions as dists
 from dreamerv2_tf.agent import replicas
+from dreamerv2_tf.agent.transposed_conv import TransposedConv2D
 from dreamerv2_tf.agent.distributions import split_seed
 
 sg = tf.stop_gradient
@@ -418,7 +419,7 @@ class Decoder(LazyBuild, keras.Model):
             self.cnn_in = keras.layers.Dense(32 * cnn_depth, name='cnn_in', dtype=dtype)
             last = len(cnn_kernels) - 1
             self.deconvs = [
-                keras.layers.Conv2DTranspose(
+                TransposedConv2D(
                     channels if i == last else 2 ** (len(cnn_kernels) - i - 2) * cnn_depth,
                     kernel, 2, name=f'deconv{i}', dtype=dtype)
                 for i, kernel in enumerate(cnn_kernels)]

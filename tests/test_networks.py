@@ -77,9 +77,9 @@ def test_rssm_resets_state_and_action_on_is_first(discrete):
     busy = {k: tf.random.normal(v.shape) for k, v in rssm.initial(2).items()}
     action = tf.ones([2, 2])
     first = tf.constant([True, False])
-    post_reset, _ = rssm.obs_step(busy, action, embed, first, seed)
-    post_zero, _ = rssm.obs_step(rssm.initial(2), tf.zeros([2, 2]), embed, first, seed)
-    post_busy, _ = rssm.obs_step(busy, action, embed, tf.constant([False, False]), seed)
+    post_reset = rssm.obs_step(busy, action, embed, first, seed)
+    post_zero = rssm.obs_step(rssm.initial(2), tf.zeros([2, 2]), embed, first, seed)
+    post_busy = rssm.obs_step(busy, action, embed, tf.constant([False, False]), seed)
     for key in post_reset:
         # Row 0 starts an episode: as if from the zero state; row 1 continues.
         np.testing.assert_allclose(post_reset[key][0], post_zero[key][0], rtol=1e-6)
@@ -87,3 +87,34 @@ def test_rssm_resets_state_and_action_on_is_first(discrete):
     assert not np.allclose(post_busy['deter'][0], post_zero['deter'][0])
     feat = rssm.get_feat(post_reset)
     assert feat.shape == (2, rssm.feat_size) == (2, 3 * (discrete or 1) + 6)
+
+
+@pytest.mark.parametrize('discrete, ensemble', [(4, 1), (4, 3), (0, 2)])
+def test_observe_prior_equals_img_step_at_every_step(discrete, ensemble):
+    # observe runs the prior heads once on all steps after the recurrence; a loop of img_step
+    # (the prior of the step, from the previous posterior) with each step's seed must agree,
+    # ensemble member draws included.
+    rssm = networks.RSSM(ensemble=ensemble, hidden=8, deter=6, stoch=3, discrete=discrete,
+                         name='rssm')
+    steps = 9
+    embed = tf.random.stateless_normal([2, steps, 5], [1, 2])
+    action = tf.random.stateless_normal([2, steps, 2], [3, 4])
+    is_first = tf.constant([[True] + [False] * 3 + [True] + [False] * 4] * 2)
+    seed = tf.constant([5, 6], tf.int64)
+    post, prior = rssm.observe(embed, action, is_first, None, seed)
+    state = rssm.initial(2)
+    seeds = tf.random.experimental.stateless_split(seed, steps)
+    keys = ('logit',) if discrete else ('mean', 'std')
+    for t in range(steps):
+        keep = 1.0 - tf.cast(is_first[:, t], tf.float32)[:, None]
+        masked = {k: v * tf.reshape(keep, [-1] + [1] * (v.shape.rank - 1))
+                  for k, v in state.items()}
+        prior_seed, _ = networks.split_seed(seeds[t], 2)
+        want = rssm.img_step(masked, action[:, t] * keep, prior_seed)
+        np.testing.assert_allclose(prior['deter'][:, t], want['deter'], rtol=1e-5, atol=1e-6)
+        for key in keys:
+            np.testing.assert_allclose(prior[key][:, t], want[key], rtol=1e-5, atol=1e-6)
+        state = rssm.obs_step(state, action[:, t], embed[:, t], is_first[:, t], seeds[t])
+        for key in post:
+            np.testing.assert_allclose(post[key][:, t], state[key], rtol=1e-5, atol=1e-6)
+    assert 'stoch' not in prior

@@ -271,56 +271,73 @@ class RSSM(LazyBuild, keras.Model):
 
     def img_step(self, prev_state, prev_action, seed, sample=True):
         """Prior: the next state from the previous state and action."""
-        prev_stoch = prev_state['stoch']
-        if self.discrete:
-            prev_stoch = tf.reshape(prev_stoch, [-1, self.stoch_size * self.discrete])
-        x = tf.concat([tf.cast(prev_stoch, self.compute_dtype),
-                       tf.cast(prev_action, self.compute_dtype)], -1)
-        x = self.img_in(x)
-        deter = self.gru(x, prev_state['deter'])
+        deter = self._deter_step(prev_state, prev_action)
         member_seed, sample_seed = split_seed(seed, 2)
-        stats = [self._stats(dist(out(deter))) for out, dist in zip(self.img_out, self.img_dist)]
-        if self.ensemble > 1:  # one randomly chosen prior head per call, as the original
-            index = tf.random.stateless_uniform([], member_seed, 0, self.ensemble, tf.int32)
-            stats = {k: tf.gather(tf.stack([s[k] for s in stats]), index) for k in stats[0]}
-        else:
-            stats = stats[0]
+        stats = self.prior_stats(deter, member_seed)
         return {'deter': deter, **self._latent(stats, sample_seed, sample)}
 
     def obs_step(self, prev_state, prev_action, embed, is_first, seed, sample=True):
-        """Posterior and prior of one step; states and actions are zeroed where `is_first`."""
+        """Posterior of one step; states and actions are zeroed where `is_first`. The prior of
+        the step is `prior_stats(post['deter'], ...)`: nothing in the recurrence reads it."""
         keep = 1 - tf.cast(is_first, self.compute_dtype)
 
         def mask(x):
             return x * tf.reshape(tf.cast(keep, x.dtype), [-1] + [1] * (x.shape.rank - 1))
 
         prev_state = {k: mask(v) for k, v in prev_state.items()}
-        prior_seed, post_seed = split_seed(seed, 2)
-        prior = self.img_step(prev_state, mask(tf.cast(prev_action, self.compute_dtype)),
-                              prior_seed, sample)
-        x = self.obs_out(tf.concat([prior['deter'], tf.cast(embed, self.compute_dtype)], -1))
-        post = {'deter': prior['deter'], **self._latent(self._stats(self.obs_dist(x)), post_seed,
-                                                          sample)}
-        return post, prior
+        _, post_seed = split_seed(seed, 2)  # the first seed is the prior's (img_step's)
+        deter = self._deter_step(prev_state, mask(tf.cast(prev_action, self.compute_dtype)))
+        x = self.obs_out(tf.concat([deter, tf.cast(embed, self.compute_dtype)], -1))
+        return {'deter': deter, **self._latent(self._stats(self.obs_dist(x)), post_seed, sample)}
+
+    def _deter_step(self, prev_state, prev_action):
+        """The GRU step shared by prior and posterior: the next deterministic state."""
+        prev_stoch = prev_state['stoch']
+        if self.discrete:
+            prev_stoch = tf.reshape(prev_stoch, [-1, self.stoch_size * self.discrete])
+        x = tf.concat([tf.cast(prev_stoch, self.compute_dtype),
+                       tf.cast(prev_action, self.compute_dtype)], -1)
+        return self.gru(self.img_in(x), prev_state['deter'])
+
+    def prior_stats(self, deter, member_seed):
+        """Distribution stats of the prior at `deter` [..., deter]; with an ensemble, of one
+        member drawn from `member_seed` (one per call, as the original; `member_seed` may carry
+        leading dims [T, 2] matching deter's second axis [B, T, ...], one draw per step)."""
+        stats = [self._stats(dist(out(deter))) for out, dist in zip(self.img_out, self.img_dist)]
+        if self.ensemble == 1:
+            return stats[0]
+        draw = lambda s: tf.random.stateless_uniform([], s, 0, self.ensemble, tf.int32)  # noqa
+        if member_seed.shape.rank == 1:
+            index = draw(member_seed)
+            return {k: tf.gather(tf.stack([s[k] for s in stats]), index) for k in stats[0]}
+        index = tf.map_fn(draw, member_seed, fn_output_signature=tf.int32)  # [T]
+        choice = tf.one_hot(index, self.ensemble, dtype=tf.float32)  # [T, E]
+        return {k: tf.einsum('te,ebt...->bt...', choice, tf.stack([s[k] for s in stats]))
+                for k in stats[0]}
 
     # Sequences -----------------------------------------------------------------------------------
 
     def observe(self, embed, action, is_first, state=None, seed=None, sample=True):
         """Posterior and prior states [B, T, ...] for embeddings and the actions that led into each
-        step. Runs as a `tf.scan` so the graph does not grow with the sequence length."""
+        step. The posterior runs as a `tf.scan` (the graph does not grow with the sequence
+        length); the prior heads, outside the recurrence, then run once on all steps. The prior
+        holds `deter` and its distribution stats, no sample (nothing reads one)."""
         if state is None:
             state = self.initial(tf.shape(embed)[0])
         seeds = tf.random.experimental.stateless_split(seed, tf.shape(embed)[1])
 
-        def step(carry, inputs):
-            post, _ = carry
+        def step(post, inputs):
             step_embed, step_action, step_first, step_seed = inputs
             return self.obs_step(post, step_action, step_embed, step_first, step_seed, sample)
 
         inputs = (_time_major(embed), _time_major(action), _time_major(is_first), seeds)
-        post, prior = tf.scan(step, inputs, (state, state))
-        return ({k: _time_major(v) for k, v in post.items()},
-                {k: _time_major(v) for k, v in prior.items()})
+        post = {k: _time_major(v) for k, v in tf.scan(step, inputs, state).items()}
+        # Step t's prior seed, then its ensemble member seed, as img_step splits them.
+        member_seeds = tf.map_fn(lambda s: split_seed(split_seed(s, 2)[0], 2)[0], seeds)
+        stats = self.prior_stats(post['deter'], member_seeds)
+        prior = {'deter': post['deter'],
+                 **{k: tf.cast(v, self.compute_dtype) for k, v in stats.items()}}
+        return post, prior
 
     def imagine(self, action, state, seed, sample=True):
         """Prior states [B, T, ...] rolled out from `state` with the given actions [B, T, A]."""

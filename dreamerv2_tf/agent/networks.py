@@ -302,7 +302,8 @@ class RSSM(LazyBuild, keras.Model):
     def prior_stats(self, deter, member_seed):
         """Distribution stats of the prior at `deter` [..., deter]; with an ensemble, of one
         member drawn from `member_seed` (one per call, as the original; `member_seed` may carry
-        leading dims [T, 2] matching deter's second axis [B, T, ...], one draw per step)."""
+        leading dims [T, 2] matching deter's second axis [B, T, ...], one draw per step; unused
+        without an ensemble)."""
         stats = [self._stats(dist(out(deter))) for out, dist in zip(self.img_out, self.img_dist)]
         if self.ensemble == 1:
             return stats[0]
@@ -332,8 +333,9 @@ class RSSM(LazyBuild, keras.Model):
 
         inputs = (_time_major(embed), _time_major(action), _time_major(is_first), seeds)
         post = {k: _time_major(v) for k, v in tf.scan(step, inputs, state).items()}
-        # Step t's prior seed, then its ensemble member seed, as img_step splits them.
-        member_seeds = tf.map_fn(lambda s: split_seed(split_seed(s, 2)[0], 2)[0], seeds)
+        member_seeds = None
+        if self.ensemble > 1:  # step t's prior seed, then its member seed, as img_step splits
+            member_seeds = tf.map_fn(lambda s: split_seed(split_seed(s, 2)[0], 2)[0], seeds)
         stats = self.prior_stats(post['deter'], member_seeds)
         prior = {'deter': post['deter'],
                  **{k: tf.cast(v, self.compute_dtype) for k, v in stats.items()}}

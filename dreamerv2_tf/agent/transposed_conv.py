@@ -2,9 +2,9 @@
 that TensorFlow's CPU kernels run faster.
 
 TensorFlow runs a transposed convolution as `Conv2DBackpropInput`, which is slow in two of the
-decoder's four layers (batch 800, forward and backward, measured on a 2-core Xeon, TF 2.21 with
-oneDNN): on the 1x1 input of the first layer it ran at about a tenth of the float32 matmul peak
-(0.78 s, against 0.11 s as a matmul), and with the last layer's 1 or 3 output channels its
+decoder's four layers (batch 800, forward and backward, measured on a 2-core AMD EPYC, TF 2.21
+with oneDNN): on the 1x1 input of the first layer it ran at about a tenth of the float32 matmul
+peak (0.78 s, against 0.11 s as a matmul), and with the last layer's 1 or 3 output channels its
 forward pass took 0.14 s, against 0.05 s as a stride-1 convolution over the output's 2x2 phases.
 Other layers keep TensorFlow's op: there the two forms were equally fast or the phase form
 slower (it computes the zero-padded border too, 2.8x the work on a 5x5 input).
@@ -27,20 +27,28 @@ class TransposedConv2D(keras.layers.Conv2DTranspose):
     convolution's own gradient. Anything else runs Keras' layer unchanged."""
 
     def call(self, inputs):
-        height, width = inputs.shape[1], inputs.shape[2]
-        plain = (self.padding != 'valid' or self.data_format != 'channels_last'
-                 or tuple(self.dilation_rate) != (1, 1) or height is None or width is None)
-        if plain:
+        form = self._form(inputs.shape)
+        if form == 'keras':
             return super().call(inputs)
-        if (height, width) == (1, 1):
+        if form == 'matmul':
             outputs = self._on_one_pixel(inputs)
-        elif tuple(self.strides) == (2, 2) and self.filters < PHASE_MAX_CHANNELS:
-            outputs = _phase_transposed_conv(inputs, tf.convert_to_tensor(self.kernel))
         else:
-            return super().call(inputs)
+            outputs = _phase_transposed_conv(inputs, tf.convert_to_tensor(self.kernel))
         if self.use_bias:
             outputs = outputs + self.bias
         return self.activation(outputs) if self.activation is not None else outputs
+
+    def _form(self, shape):
+        """'matmul', 'phase' or 'keras': how inputs of this static shape are computed."""
+        simple = (self.padding == 'valid' and self.data_format == 'channels_last'
+                  and tuple(self.dilation_rate) == (1, 1))
+        if not simple or shape[1] is None or shape[2] is None:
+            return 'keras'
+        if (shape[1], shape[2]) == (1, 1):
+            return 'matmul'
+        if tuple(self.strides) == (2, 2) and self.filters < PHASE_MAX_CHANNELS:
+            return 'phase'
+        return 'keras'
 
     def _on_one_pixel(self, inputs):
         # out[i, j, o] = sum_c x[c] * kernel[i, j, o, c]: one matmul, whatever the stride.

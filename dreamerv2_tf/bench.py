@@ -42,6 +42,7 @@ agent or the runs.
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -316,7 +317,13 @@ def bench_learn(config, args, flags, argv):
         print(f'Learning benchmark {name}: {spec["seeds"]} seeds x {args.steps} agent steps '
               f'({args.steps * config.action_repeat:,} frames) in {root}, {args.parallel} at a '
               f'time.', flush=True)
-        failed = learn.run_seeds(spec, root, args.parallel, lambda line: print(line, flush=True))
+        # SIGTERM (kill, a scheduler) stops the seeds as Ctrl-C does: saved, then exit 143.
+        previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+        try:
+            failed = learn.run_seeds(spec, root, args.parallel,
+                                     lambda line: print(line, flush=True))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         if failed:
             print(f'error: seeds {failed} failed; see {root}/seed<i>/train.log. Rerun the same '
                   f'command to resume.', file=sys.stderr)
@@ -324,6 +331,10 @@ def bench_learn(config, args, flags, argv):
     print((out / 'table.md').read_text())
     print(f'Wrote {out}/README.md, table.md, results.json and curves.png.')
     return 1 if not args.report_only and failed else 0
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def main(argv=None):

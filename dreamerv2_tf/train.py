@@ -6,7 +6,9 @@ evaluate, log and checkpoint.
 The logdir defaults to runs/<task>/seed<seed>, so that runs of different seeds never share one.
 Re-running the same command resumes from `<logdir>`: the latest checkpoint (networks, optimizer
 state, counters, RNG) and every stored episode; a logdir recorded with another task or seed is
-refused (exit code 2). SIGTERM and Ctrl-C save a checkpoint before exit.
+refused (exit code 2). SIGTERM and Ctrl-C save a checkpoint before exit. A run outlives whatever
+reads its output: once that reader is gone (a closed pipe), the output is dropped and training
+goes on.
 
 The loop itself is `dreamerv2_tf.run.loop.Trainer`; this module builds its parts (agent, replays,
 logger, envs) and handles signals, the command line and the config record.
@@ -15,6 +17,7 @@ logger, envs) and handles signals, the command line and the config record.
 import contextlib
 import json
 import logging
+import os
 import pathlib
 import signal
 import sys
@@ -23,6 +26,39 @@ import types
 
 from dreamerv2_tf import config as configlib
 from dreamerv2_tf.run.loop import ResumeError, StopRequested, Trainer
+
+
+class PipeSafeStream:
+    """A text stream whose reader may go away (the parent that piped our output died): the first
+    write or flush that finds the pipe closed points the stream's descriptor at /dev/null, so
+    that neither later writes nor the interpreter's last flush fail. Without it the broken pipe
+    ended a run mid-step, without the checkpoint a stop saves."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop_output()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop_output()
+
+    def _drop_output(self):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 class SignalGuard:
@@ -289,7 +325,15 @@ def _user_env(env, config):
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PipeSafeStream(sys.stdout), PipeSafeStream(sys.stderr)
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    finally:
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv):
     try:
         config = configlib.from_argv(argv)
     except configlib.HelpRequested as help_:

@@ -8,6 +8,10 @@ import json
 import os
 import re
 import shlex
+import signal
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -219,6 +223,61 @@ def test_learn_rerun_skips_finished_seeds_and_runs_new_ones(learned):
     assert [s['seed'] for s in results['seeds']] == [0, 1]
     assert (out / 'notes.md').read_text() == 'How it ran: by hand.\n'
     assert (out / 'README.md').read_text().endswith('|\n\nHow it ran: by hand.\n')
+
+
+def processes_with(text):
+    """PIDs of live processes whose command line contains `text` (Linux /proc)."""
+    pids = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/cmdline', 'rb') as f:
+                cmdline = f.read().replace(b'\0', b' ').decode(errors='replace')
+            with open(f'/proc/{entry}/stat') as f:
+                state = f.read().rsplit(')', 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != 'Z':
+            pids.append(int(entry))
+    return pids
+
+
+def test_learn_stopped_by_sigterm_stops_its_seeds_after_they_save(tmp_path):
+    # Killed alone, the command used to leave its seed runs behind, their output unread.
+    root, out = tmp_path / 'R', tmp_path / 'O'
+    args = [*learn_args(root, out, 1, steps=100000), '--save_every', '0', '--eval_every',
+            '100000']
+    process = subprocess.Popen([sys.executable, '-m', 'dreamerv2_tf.bench', *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    guard = threading.Timer(900, process.kill)  # a hang guard, not a speed test
+    guard.start()
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if re.match(r'seed 0: \[\d+\].*model_loss', line):
+                break
+        seed_runs = processes_with(f'--logdir {root / "seed0"}')
+        assert len(seed_runs) == 1, ''.join(lines)[-3000:]
+        process.send_signal(signal.SIGTERM)
+        lines += process.stdout.readlines()
+        code = process.wait()
+    finally:
+        guard.cancel()
+        if process.poll() is None:
+            process.kill()
+    output = ''.join(lines)
+    assert code == 128 + signal.SIGTERM, output[-3000:]
+    assert 'Stopping: each running seed saves a checkpoint first' in output
+    assert re.search(r'seed 0: Saved checkpoint \S+ \(on SIGTERM, step \d+\)', output), \
+        output[-3000:]
+    assert processes_with(f'--logdir {root / "seed0"}') == []
+    assert tf.train.latest_checkpoint(str(root / 'seed0' / 'checkpoints'))  # SIGTERM's only
+    status = json.loads((root / 'seed0' / 'wall.json').read_text())
+    assert status['finished'] is False and status['seconds'] > 0
+    assert 'on SIGTERM' in (root / 'seed0' / 'train.log').read_text()
 
 
 def test_learn_refuses_other_steps_on_the_same_root(learned, capsys):

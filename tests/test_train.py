@@ -4,6 +4,7 @@ stop requests) is tested in-process in test_loop.py."""
 
 import hashlib
 import json
+import os
 import random
 import re
 import signal
@@ -201,6 +202,68 @@ def test_sigterm_saves_a_checkpoint_before_exit(tmp_path):
     assert tf.train.latest_checkpoint(str(logdir / 'checkpoints')) == match.group(1)
     assert int(checkpoint_value(logdir, 'state/step/.ATTRIBUTES/VARIABLE_VALUE')) == int(
         match.group(2)) > 500
+
+
+def read_until(process, pattern, timeout):
+    """Reads the process's output in this thread until a line matches; the process is killed
+    (a hang guard, not a speed test) if none does within `timeout`. Returns the lines read."""
+    guard = threading.Timer(timeout, process.kill)
+    guard.start()
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if re.search(pattern, line):
+                break
+    finally:
+        guard.cancel()
+    return lines
+
+
+def test_run_outlives_the_reader_of_its_output_and_still_saves_on_sigterm(tmp_path):
+    # The parent that read a run's output (bench learn, a terminal) died: a closed pipe. The run
+    # trains on; SIGTERM, whose handler prints, still saves a checkpoint (it is the only one).
+    logdir = tmp_path / 'run'
+    process = subprocess.Popen(
+        [sys.executable, '-m', 'dreamerv2_tf.train', '--configs', 'defaults', 'cartpole', 'tiny',
+         '--logdir', str(logdir), '--steps', '100000', '--eval_every', '100000',
+         '--save_every', '0'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=command_env())
+    try:
+        lines = read_until(process, r'model_loss', 600)
+        assert lines and 'model_loss' in lines[-1], ''.join(lines)[-3000:]
+        process.stdout.close()  # from here on every write of the run finds no reader
+        first = int(re.search(r'\[(\d+)\]', lines[-1]).group(1))  # the logged step
+        deadline = time.monotonic() + 600  # a hang guard: wait for the next log line's write
+        while time.monotonic() < deadline and process.poll() is None:
+            rows = (logdir / 'metrics.jsonl').read_text().splitlines()
+            if int(json.loads(rows[-1])['step']) > first:
+                break
+            time.sleep(0.2)
+        assert process.poll() is None, 'the run ended when its output pipe closed'
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert code == 128 + signal.SIGTERM
+    assert int(checkpoint_value(logdir, 'state/step/.ATTRIBUTES/VARIABLE_VALUE')) > first
+
+
+def test_pipe_safe_stream_drops_output_once_the_reader_is_gone():
+    from dreamerv2_tf.train import PipeSafeStream
+    read_end, write_end = os.pipe()
+    stream = open(write_end, 'w', buffering=1)
+    os.close(read_end)
+    with pytest.raises(BrokenPipeError):  # what a plain stream does
+        stream.write('line\n')
+    safe = PipeSafeStream(stream)
+    assert safe.write('line\n') == 5
+    safe.write('more\n')
+    safe.flush()
+    # The descriptor now points at /dev/null, so the interpreter's last flush cannot fail.
+    assert os.path.samestat(os.fstat(write_end), os.stat(os.devnull))
+    stream.close()
 
 
 @pytest.mark.parametrize('args, message', [

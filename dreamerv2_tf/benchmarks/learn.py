@@ -63,8 +63,9 @@ def seed_status(logdir):
     return json.loads(path.read_text()) if path.exists() else {'seconds': 0.0, 'finished': False}
 
 
-def run_seed(spec, seed, logdir, echo, env=None):
-    """Trains one seed to the end (resuming if it started before); returns its exit code."""
+def run_seed(spec, seed, logdir, echo, env=None, running=None):
+    """Trains one seed to the end (resuming if it started before); returns its exit code. The
+    child process is in the set `running` while it runs."""
     logdir.mkdir(parents=True, exist_ok=True)
     status = seed_status(logdir)
     if status['finished']:
@@ -76,6 +77,8 @@ def run_seed(spec, seed, logdir, echo, env=None):
         log.write(f'$ {shlex.join(command)}\n')
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, bufsize=1, env=env)
+        if running is not None:
+            running.add(process)
         try:
             for line in process.stdout:
                 log.write(line)
@@ -88,6 +91,8 @@ def run_seed(spec, seed, logdir, echo, env=None):
             process.wait()
             raise
         finally:
+            if running is not None:
+                running.discard(process)
             status['seconds'] += time.time() - start
             status['finished'] = status.get('finished', False) or process.returncode == 0
             (logdir / 'wall.json').write_text(json.dumps(status))
@@ -100,35 +105,54 @@ def _noise(line):
 
 
 def run_seeds(spec, root, parallel, echo):
-    """Runs the seeds, `parallel` at a time; returns the failed seeds."""
+    """Runs the seeds, `parallel` at a time; returns the failed seeds. Interrupted (Ctrl-C, or
+    SIGTERM once `main` turned it into SystemExit), it asks every running seed to save and
+    stop, and returns only when they have: killed at once instead, the seeds would outlive it
+    and lose their output, which it reads."""
     seeds = list(range(spec['seeds']))
-    failed, lock = [], threading.Lock()
+    failed, ended, lock, running = [], [], threading.Lock(), set()
     started = time.time()
 
-    def worker(queue):
-        while True:
-            with lock:
-                if not queue:
-                    return
-                seed = queue.pop(0)
-            code = run_seed(spec, seed, root / f'seed{seed}', echo)
-            with lock:
-                if code != 0:
-                    failed.append(seed)
-                done = spec['seeds'] - len(queue)
-                elapsed = time.time() - started
-                left = f'; about {elapsed / done * len(queue) / 60:.0f} min left' if queue else ''
-                echo(f'seed {seed} ended with exit code {code} ({done}/{spec["seeds"]} seeds '
-                     f'done{left}).')
+    def worker(queue, finished):
+        try:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    seed = queue.pop(0)
+                code = run_seed(spec, seed, root / f'seed{seed}', echo, running=running)
+                with lock:
+                    ended.append(seed)
+                    if code != 0:
+                        failed.append(seed)
+                    elapsed = time.time() - started
+                    left = (f'; about {elapsed / len(ended) * len(queue) / 60:.0f} min left'
+                            if queue else '')
+                    echo(f'seed {seed} ended with exit code {code} ({len(ended)}/'
+                         f'{spec["seeds"]} seeds done{left}).')
+        finally:
+            finished.set()
 
     queue = list(seeds)
-    threads = [threading.Thread(target=worker, args=(queue,), daemon=True)
-               for _ in range(max(1, min(parallel, len(seeds))))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.5)  # short joins keep Ctrl-C responsive
+    # Events, not Thread.join: a join interrupted by a signal can leave is_alive() False for a
+    # thread that still runs (CPython 3.11), and the stop below must wait for every seed.
+    finished = [threading.Event() for _ in range(max(1, min(parallel, len(seeds))))]
+    for event in finished:
+        threading.Thread(target=worker, args=(queue, event), daemon=True).start()
+    try:
+        for event in finished:
+            while not event.wait(0.5):  # short waits keep Ctrl-C responsive
+                pass
+    except BaseException:
+        with lock:
+            queue.clear()  # start no further seed
+        echo('Stopping: each running seed saves a checkpoint first (rerun to resume).')
+        for process in list(running):
+            if process.poll() is None:
+                process.terminate()  # the child saves a checkpoint on SIGTERM
+        for event in finished:
+            event.wait()  # each worker reads its seed's output to the end and records it
+        raise
     return failed
 
 

@@ -25,6 +25,7 @@ every env step: an eager assign and reads per step were a fixed cost of every st
 to this module's `logging` logger; the command shows them on stdout.
 """
 
+import contextlib
 import logging
 import pathlib
 import re
@@ -331,17 +332,22 @@ class Trainer:
             self.logger.write(self.step)
             raise
         finally:
-            self._write_counters()
-            self.progress.close()
-            self.logger.close()
-            # Release the tf.data generators now: left to interpreter shutdown they fail noisily.
-            self.train_dataset = self.report_dataset = self.eval_dataset = None
+            # Each step runs even if one before it fails (that error still propagates).
+            with contextlib.ExitStack() as cleanup:
+                cleanup.callback(self._release_datasets)
+                cleanup.callback(self.logger.close)
+                cleanup.callback(self.progress.close)
+                self._write_counters()
         log.info(f'Training finished at step {self.step}.')
         if self.agree_step is not None:
             from dreamerv2_tf.run.distribute import weights_digest
             log.info(f'Weights digest {weights_digest(self.agent)} (the same on every worker).')
         return {'step': self.step, 'updates': self._updates,
                 'logdir': str(self.logdir)}
+
+    def _release_datasets(self):
+        # Release the tf.data generators now: left to interpreter shutdown they fail noisily.
+        self.train_dataset = self.report_dataset = self.eval_dataset = None
 
     def prefill(self):
         """Random-policy steps up to `prefill` (at least one episode). The partial episode it

@@ -17,6 +17,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dreamerv2_tf.benchmarks.memory import process_tree
+
+from envs_helpers import process_alive
+
 
 ATARI_TINY = ['--configs', 'defaults', 'atari', 'tiny']
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
@@ -225,24 +229,6 @@ def test_learn_rerun_skips_finished_seeds_and_runs_new_ones(learned):
     assert (out / 'README.md').read_text().endswith('|\n\nHow it ran: by hand.\n')
 
 
-def processes_with(text):
-    """PIDs of live processes whose command line contains `text` (Linux /proc)."""
-    pids = []
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/cmdline', 'rb') as f:
-                cmdline = f.read().replace(b'\0', b' ').decode(errors='replace')
-            with open(f'/proc/{entry}/stat') as f:
-                state = f.read().rsplit(')', 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != 'Z':
-            pids.append(int(entry))
-    return pids
-
-
 def test_learn_stopped_by_sigterm_stops_its_seeds_after_they_save(tmp_path):
     # Killed alone, the command used to leave its seed runs behind, their output unread.
     root, out = tmp_path / 'R', tmp_path / 'O'
@@ -259,7 +245,7 @@ def test_learn_stopped_by_sigterm_stops_its_seeds_after_they_save(tmp_path):
             lines.append(line)
             if re.match(r'seed 0: \[\d+\].*model_loss', line):
                 break
-        seed_runs = processes_with(f'--logdir {root / "seed0"}')
+        seed_runs = [pid for pid in process_tree(process.pid) if pid != process.pid]
         assert len(seed_runs) == 1, ''.join(lines)[-3000:]
         process.send_signal(signal.SIGTERM)
         lines += process.stdout.readlines()
@@ -273,7 +259,7 @@ def test_learn_stopped_by_sigterm_stops_its_seeds_after_they_save(tmp_path):
     assert 'Stopping: each running seed saves a checkpoint first' in output
     assert re.search(r'seed 0: Saved checkpoint \S+ \(on SIGTERM, step \d+\)', output), \
         output[-3000:]
-    assert processes_with(f'--logdir {root / "seed0"}') == []
+    assert not process_alive(seed_runs[0])
     assert tf.train.latest_checkpoint(str(root / 'seed0' / 'checkpoints'))  # SIGTERM's only
     status = json.loads((root / 'seed0' / 'wall.json').read_text())
     assert status['finished'] is False and status['seconds'] > 0

@@ -12,8 +12,10 @@ import time
 
 from conftest import ATARI_TINY, command_env
 
-# Small and short: few env steps, time-limited episodes, no evaluation episodes.
-FLAGS = [*ATARI_TINY, '--distribute', 'multiworker', '--distribute_timeout', '20',
+# Small and short: few env steps, time-limited episodes, no evaluation episodes. The heartbeat
+# timeout is the default 60 s: with 20 s a CI run (two test processes and two workers on two
+# cores) once saw the chief miss its own heartbeats while both workers resumed, and fail.
+FLAGS = [*ATARI_TINY, '--distribute', 'multiworker', '--distribute_timeout', '60',
          '--prefill', '100', '--time_limit', '100', '--eval_eps', '0', '--log_every', '50',
          '--train_every', '10', '--pretrain', '1']
 HANG_GUARD = 900  # seconds for a whole run of a worker: only reached if something hangs

@@ -1,12 +1,13 @@
 """Batch-1 eval policy step of the dreamerv2_tf first on sys.path, and what bounds it from below.
 
-Exports a SavedModel of a fresh full-size agent with that code and runs its own `python -m
-dreamerv2_tf.bench policy --batch 1 --saved-model ...`, which prints the median milliseconds of
-`agent.policy` in-process and of the SavedModel's `serving_default`; then, with --floor, in the
-same process: reading every weight the exported policy holds once (a sum per tensor), its dense
-layers alone as batch-1 matmuls, and an empty `tf.function` call. It uses only APIs that every
-commit since the policy export has (Agent, bench.spaces_of, bench.main, export_agent), so an old
-commit is timed by putting its checkout first on the path:
+Exports a SavedModel of a fresh full-size agent with that code and times both with its own
+`bench policy` (batch 1, as `python -m dreamerv2_tf.bench policy --saved-model ...`), which
+prints the median milliseconds of `agent.policy` in-process and of the SavedModel's
+`serving_default`. With --floor, in the same process and with the same timer: reading every
+weight the exported policy holds once (a sum per tensor), its dense layers alone as batch-1
+matmuls, and an empty `tf.function` call. It uses only APIs that every commit since the policy
+export has (Agent, export_agent, and bench's parse, spaces_of, bench_policy and time_calls), so
+an old commit is timed by putting its checkout first on the path:
 
     PYTHONPATH=<old checkout> python benchmarks/speed/policy_step.py atari
     PYTHONPATH=. python benchmarks/speed/policy_step.py atari --floor
@@ -16,22 +17,10 @@ Alternate the two a few times: a ratio from one run on one machine is the figure
 
 import argparse
 import os
-import statistics
 import subprocess
 import tempfile
-import time
 
 import numpy as np
-
-
-def median_ms(call, calls, warmup=30):
-    times = []
-    for index in range(warmup + calls):
-        start = time.perf_counter()
-        call()
-        if index >= warmup:
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def code_version(package_file):
@@ -59,17 +48,17 @@ def main():
     from dreamerv2_tf.serving.policy_module import export_agent
 
     print(f'{code_version(dreamerv2_tf.__file__)}, {args.suite}:', flush=True)
-    flags = ['--configs', 'defaults', args.suite, '--precision', '32', '--batch', '1',
-             '--calls', str(args.calls)]
     config = configlib.compose(['defaults', args.suite]).update(precision=32)
+    agent = Agent(config, *bench.spaces_of(config))
     with tempfile.TemporaryDirectory() as scratch:
-        # A SavedModel of fresh weights exported by this code (latency does not depend on
-        # training), which its own `bench policy` times beside its in-process policy.
-        agent = Agent(config, *bench.spaces_of(config))
+        # Fresh weights (latency does not depend on training), exported by this same code; its
+        # own `bench policy` then times the agent and the SavedModel.
         path = export_agent(agent, config, scratch, 1, 0)
-        bench.main(['policy', *flags, '--saved-model', str(path)])
-        model = tf.saved_model.load(str(path))
-        variables = list(model.captured_tf_variables)
+        options, _ = bench.parse(['policy', '--batch', '1', '--calls', str(args.calls),
+                                  '--saved-model', str(path)])
+        options.warmup = 2 if options.warmup is None else options.warmup  # as bench.main
+        bench.bench_policy(agent, config, options)
+        variables = list(tf.saved_model.load(str(path)).captured_tf_variables)
     if not args.floor:
         return
     weights = sum(int(np.prod(v.shape)) * v.dtype.size for v in variables)
@@ -80,9 +69,11 @@ def main():
         [tf.reduce_sum(tf.matmul(x, k)) for x, k in zip(vectors, kernels)]))
     empty = tf.function(lambda x: x + 1)
     zero = tf.zeros([1])
-    once = median_ms(lambda: read().numpy(), args.calls)
-    dense = median_ms(lambda: matmuls().numpy(), args.calls)
-    call = median_ms(lambda: empty(zero).numpy(), args.calls)
+
+    def ms(run):  # bench's own timer: a median over --calls calls after its warm-up
+        return 1000 * bench.time_calls(lambda state: (run().numpy(), state)[1], None, options)
+
+    once, dense, call = ms(read), ms(matmuls), ms(lambda: empty(zero))
     print(f'floor: the policy reads {weights / 2**20:.1f} MiB of weights; reading them once '
           f'{once:.3f} ms, its dense layers as batch-1 matmuls {dense:.3f} ms, an empty '
           f'tf.function call {call:.3f} ms')

@@ -21,6 +21,13 @@ from dreamerv2_tf.run.replay import load_episode
 from dreamerv2_tf.serving.load import CheckpointPolicy, load_config
 
 
+def restore(logdir, **overrides):
+    """(config, CheckpointPolicy) of a CartPole logdir's latest checkpoint, one env, no workers."""
+    config = load_config(logdir).update({'envs': 1, 'envs_parallel': 'none', **overrides})
+    env = envs.make_env(config, 'eval')
+    return config, CheckpointPolicy(logdir, config, env.obs_space, env.act_space)
+
+
 def observe(world_model, data, seed=(1, 2)):
     states, _ = world_model.rssm.observe(world_model.encoder(data), data['action'],
                                          data['is_first'], None, tf.constant(seed, tf.int64))
@@ -29,9 +36,7 @@ def observe(world_model, data, seed=(1, 2)):
 
 def main(logdir, count=6):
     logdir = pathlib.Path(logdir)
-    config = load_config(logdir).update({'envs': 1, 'envs_parallel': 'none'})
-    env = envs.make_env(config, 'eval')
-    restored = CheckpointPolicy(logdir, config, env.obs_space, env.act_space)
+    config, restored = restore(logdir)
     agent = restored.agent
     world_model, behavior = agent.wm, agent.behaviors['task']
     discount = world_model.heads['discount']

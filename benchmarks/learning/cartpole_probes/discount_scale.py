@@ -19,9 +19,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from dreamerv2_tf import envs
+from discount_drift import observe, restore  # beside this file
 from dreamerv2_tf.run.replay import Replay, load_episode
-from dreamerv2_tf.serving.load import CheckpointPolicy, load_config
 
 
 def continuation(world_model, episodes):
@@ -30,9 +29,8 @@ def continuation(world_model, episodes):
     discount = world_model.heads['discount']
     for episode in episodes:
         data = world_model.preprocess({k: tf.constant(v[None]) for k, v in episode.items()})
-        states, _ = world_model.rssm.observe(world_model.encoder(data), data['action'],
-                                             data['is_first'], None, tf.constant([1, 2], tf.int64))
-        cont = discount(world_model.rssm.get_feat(states)).mean().numpy()[0]
+        _, feat = observe(world_model, data)
+        cont = discount(feat).mean().numpy()[0]
         last = episode['is_terminal'].astype(bool)
         terminal.extend(cont[last].tolist())
         other.append(cont[~last])
@@ -42,15 +40,13 @@ def continuation(world_model, episodes):
 def main(logdir, updates=300, *scales):
     logdir, updates = pathlib.Path(logdir), int(updates)
     scales = scales or (1.0, 5.0)
-    base = load_config(logdir).update({'envs': 1, 'envs_parallel': 'none'})
-    env = envs.make_env(base, 'eval')
     files = sorted(glob.glob(str(logdir / 'train_episodes' / '*.npz')))
     ended = [e for e in map(load_episode, files) if e['is_terminal'][-1]][-10:]
     print(f'{logdir}: {len(ended)} episodes that ended before 500 steps, lengths '
           f'{[len(e["reward"]) - 1 for e in ended]}')
     for scale in scales:
-        config = base.update({'loss_scales.discount': float(scale)})
-        agent = CheckpointPolicy(logdir, config, env.obs_space, env.act_space).agent
+        config, restored = restore(logdir, **{'loss_scales.discount': float(scale)})
+        agent = restored.agent
         before = continuation(agent.wm, ended)
         replay = Replay(logdir / 'train_episodes', config.replay.capacity, config.replay.minlen,
                         config.replay.maxlen, config.replay.prioritize_ends, seed=0)

@@ -20,18 +20,15 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from dreamerv2_tf import envs
+from discount_drift import observe, restore  # beside this file
 from dreamerv2_tf.run.replay import load_episode
-from dreamerv2_tf.serving.load import CheckpointPolicy, load_config
 
 ANGLE = 2  # CartPole-v1's vector: position, velocity, angle, angular velocity
 
 
 def main(logdir, count=8, context=10):
     logdir = pathlib.Path(logdir)
-    config = load_config(logdir).update({'envs': 1, 'envs_parallel': 'none'})
-    env = envs.make_env(config, 'eval')
-    restored = CheckpointPolicy(logdir, config, env.obs_space, env.act_space)
+    _, restored = restore(logdir)
     world_model, behavior = restored.agent.wm, restored.agent.behaviors['task']
     decoder, discount = world_model.heads['decoder'], world_model.heads['discount']
     seed = tf.constant([1, 2], tf.int64)
@@ -55,8 +52,7 @@ def main(logdir, count=8, context=10):
         angle = decoder(feat)['vector'].mode().numpy()[0, -1, ANGLE]
         cont = discount(feat).mean().numpy()[0, -1]
         # The critic on the observed (posterior) state `context` steps before the end.
-        full, _ = world_model.rssm.observe(embed, data['action'], data['is_first'], None, seed)
-        full_feat = world_model.rssm.get_feat(full)
+        _, full_feat = observe(world_model, data)
         value = behavior.critic(full_feat).mode().numpy()[0, -context]
         observed = discount(full_feat).mean().numpy()[0, -1]
         real = episode['vector'][-1, ANGLE]

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from discount_drift import observe, restore  # beside this file
+from discount_drift import restore  # beside this file
 from dreamerv2_tf.run.replay import load_episode
 
 POSITION, ANGLE = 0, 2  # CartPole-v1's vector: position, velocity, angle, angular velocity
@@ -37,9 +37,10 @@ def main(logdir, count=8):
     for path in files:
         episode = load_episode(path)
         data = world_model.preprocess({k: tf.constant(v[None]) for k, v in episode.items()})
-        post, post_feat = observe(world_model, data)
-        _, prior = rssm.observe(world_model.encoder(data), data['action'], data['is_first'],
-                                None, tf.constant((1, 2), tf.int64))
+        # One pass gives both: the prior of each step comes from the posterior's deter.
+        post, prior = rssm.observe(world_model.encoder(data), data['action'], data['is_first'],
+                                   None, tf.constant((1, 2), tf.int64))
+        post_feat = rssm.get_feat(post)
         prior['stoch'] = tf.cast(rssm.get_dist(prior).sample(seed=tf.constant((5, 6), tf.int64)),
                                  post['stoch'].dtype)
         prior_feat = rssm.get_feat(prior)

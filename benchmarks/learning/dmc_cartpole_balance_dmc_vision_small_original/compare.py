@@ -4,9 +4,9 @@
 
 Reads the committed `seed0/metrics.jsonl` of this folder (the original), of
 `../dmc_cartpole_balance_dmc_vision_small` (ours, same sizes) and of
-`../dmc_cartpole_balance_dmc_vision_cnn16` (ours, full size but CNN depth 16). Prints a table of
-every evaluation, matched to the nearest 10k-frame evaluation point, and writes `curves.png`
-with the paper's five seeds up to 100k frames.
+`../dmc_cartpole_balance_dmc_vision_cnn16` (ours, full size but CNN depth 16). Prints, for each
+evaluation point (2k, 12k, ..., 82k and 90k frames), each run's evaluation nearest to it, and
+writes `curves.png` with every evaluation and the paper's five seeds up to 100k frames.
 
 The original logs the random policy's prefill evaluation as `eval_return` at the first step too
 (`eval_total_steps` 0 in the same line); ours does not, so that value is left out here.
@@ -48,9 +48,8 @@ def main():
         for frames, returns in curves.values():
             # The nearest evaluation within 3k frames (resumes shift them slightly).
             distance = np.abs(frames - point)
-            nearest = int(np.argmin(distance)) if len(frames) else None
-            cells.append(f'{returns[nearest]:.0f}' if nearest is not None
-                         and distance[nearest] <= 3e3 else '-')
+            near = len(frames) and distance.min() <= 3e3
+            cells.append(f'{returns[np.argmin(distance)]:.0f}' if near else '-')
         print(f'| {point:,.0f} | ' + ' | '.join(cells) + ' |')
     paper = plotlib.paper_curves('dmc_cartpole_balance')
     print('\nPaper (5 seeds, 30k-frame bins): ' + ', '.join(

@@ -1,6 +1,7 @@
 """Eval returns of the original implementation beside ours and the paper, from committed logs.
 
-    python benchmarks/learning/compare_original.py --frames 9e4 --title 'DMC cartpole balance from pixels' \
+    python benchmarks/learning/compare_original.py --frames 9e4 \
+        --title 'DMC cartpole balance from pixels' \
         --out benchmarks/learning/dmc_cartpole_balance_dmc_vision_small_original/curves.png \
         'original, small=benchmarks/learning/dmc_cartpole_balance_dmc_vision_small_original' \
         'ours, small=benchmarks/learning/dmc_cartpole_balance_dmc_vision_small'
@@ -66,7 +67,7 @@ def main():
             parser.error(f'{folder} holds no seed*/metrics.jsonl')
         runs[label] = [evals(path.parent) for path in seeds]
 
-    points = [p for p in np.arange(2e3, args.frames, 1e4)] + [args.frames]
+    points = list(np.arange(2e3, args.frames, 1e4)) + [args.frames]
     print('| frames | ' + ' | '.join(runs) + ' |')
     print('|' + ' --- |' * (len(runs) + 1))
     for point in points:

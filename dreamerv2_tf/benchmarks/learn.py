@@ -258,10 +258,12 @@ def draw(path, task, curves, rows, paper_curves, random_mean, title):
         keep = [i for i, s in enumerate(stats) if s]
         grid = grid[keep]
         stats = [stats[i] for i in keep]
-        ax.plot(grid, [np.mean(s) for s in stats], color='black', lw=1.5,
+        # Markers and bars keep the paper visible when a short run spans only one of its bins.
+        ax.plot(grid, [np.mean(s) for s in stats], color='black', lw=1.5, marker='o', ms=3,
                 label=f'paper DreamerV2 ({len(paper_curves)} seeds, full size)')
-        ax.fill_between(grid, [np.min(s) for s in stats], [np.max(s) for s in stats],
-                        color='black', alpha=0.12, lw=0, label='paper min-max')
+        lows, highs = [np.min(s) for s in stats], [np.max(s) for s in stats]
+        ax.fill_between(grid, lows, highs, color='black', alpha=0.12, lw=0, label='paper min-max')
+        ax.vlines(grid, lows, highs, color='black', alpha=0.35, lw=1)
     if random_mean is not None:
         ax.axhline(random_mean, color='gray', ls='--', lw=1, label='random policy')
     ax.set_title(title, fontsize=10)

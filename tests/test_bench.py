@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -184,16 +185,18 @@ def test_learn_writes_the_report_with_the_binned_eval_returns(learned):
     assert 'logdir: <root>/seed0\n' in config
     assert config.replace('logdir: <root>/seed0', f'logdir: {root}/seed0') == \
         (root / 'seed0' / 'config.yaml').read_text()
-    copied = out / 'seed0' / 'metrics.jsonl'
-    assert copied.read_bytes() == (root / 'seed0' / 'metrics.jsonl').read_bytes()
+    for name in ('metrics.jsonl', 'wall.json'):
+        copied = out / 'seed0' / name
+        assert copied.read_bytes() == (root / 'seed0' / name).read_bytes(), name
     results = check_table(out, root, 1)
     assert results['steps'] == STEPS and results['seeds'][0]['finished'] is True
     # Updates come from the final checkpoint's counter: the metrics log them only every
     # log_every steps, which this short run never reaches.
     latest = tf.train.latest_checkpoint(str(root / 'seed0' / 'checkpoints'))
     updates = int(tf.train.load_variable(latest, 'counters/updates/.ATTRIBUTES/VARIABLE_VALUE'))
-    wall = json.loads((root / 'seed0' / 'wall.json').read_text())['seconds']
-    assert results['seeds'][0]['updates'] == updates > 0
+    status = json.loads((root / 'seed0' / 'wall.json').read_text())
+    wall = status['seconds']
+    assert status['updates'] == results['seeds'][0]['updates'] == updates > 0
     assert results['seeds'][0]['seconds_per_update'] == round(wall / updates, 3)
     assert len(results['random_returns']) == 2
     # CartPole pays +1 per step: a random episode returns at least 1 and at most 500.
@@ -264,6 +267,24 @@ def test_learn_stopped_by_sigterm_stops_its_seeds_after_they_save(tmp_path):
     status = json.loads((root / 'seed0' / 'wall.json').read_text())
     assert status['finished'] is False and status['seconds'] > 0
     assert 'on SIGTERM' in (root / 'seed0' / 'train.log').read_text()
+
+
+def test_learn_report_only_counts_the_updates_without_checkpoints(learned, tmp_path):
+    # A committed report keeps each seed's metrics and wall.json but no checkpoint, and the
+    # metrics log the update count only every log_every steps, short of the final count.
+    from dreamerv2_tf.bench import main
+    root, out, _, _ = learned
+    before = json.loads((out / 'results.json').read_text())['seeds'][0]
+    copy = tmp_path / 'R'
+    shutil.copytree(root, copy)
+    shutil.rmtree(copy / 'seed0' / 'checkpoints')
+    logged = [json.loads(line).get('updates')
+              for line in (copy / 'seed0' / 'metrics.jsonl').read_text().splitlines()]
+    assert max(u or 0 for u in logged) < before['updates']
+    assert main([*learn_args(copy, tmp_path / 'O', 1), '--report-only']) == 0
+    after = json.loads((tmp_path / 'O' / 'results.json').read_text())['seeds'][0]
+    assert after['updates'] == before['updates'] > 0
+    assert after['seconds_per_update'] == before['seconds_per_update']
 
 
 def test_learn_refuses_other_steps_on_the_same_root(learned, capsys):

@@ -5,9 +5,9 @@ runs are separate processes of `python -m dreamerv2_tf.train`, whose output is s
 with the seed and kept in `<root>/seed<i>/train.log`. A random policy is measured on the same
 task by the same command. The report folder `<out>` receives what is worth committing: the
 command and machine (`README.md`), the table (`table.md`, `results.json`), the curves beside the
-paper's (`curves.png`) and each seed's `metrics.jsonl` and `config.yaml`; a `notes.md` written
-there by hand ends the README and survives reruns. Rerunning the same command skips finished
-seeds and resumes unfinished ones.
+paper's (`curves.png`) and each seed's `metrics.jsonl`, `config.yaml` and `wall.json` (wall time
+and updates); a `notes.md` written there by hand ends the README and survives reruns. Rerunning
+the same command skips finished seeds and resumes unfinished ones.
 """
 
 import json
@@ -95,6 +95,11 @@ def run_seed(spec, seed, logdir, echo, env=None, running=None):
                 running.discard(process)
             status['seconds'] += time.time() - start
             status['finished'] = status.get('finished', False) or process.returncode == 0
+            # Kept beside the wall time for a report rewritten once the checkpoints are gone (a
+            # root rebuilt from a committed report): the metrics log updates only now and then.
+            updates = _updates(logdir)
+            if updates is not None:
+                status['updates'] = updates
             (logdir / 'wall.json').write_text(json.dumps(status))
     return code
 
@@ -351,9 +356,10 @@ def report(spec, root, out, config, command, bin_size, random_returns):
                       'seconds_per_update': round(seconds / updates, 3)
                       if seconds and updates else None})
         copy = out / f'seed{seed}'
-        if (logdir / 'metrics.jsonl').exists():
-            copy.mkdir(exist_ok=True)
-            shutil.copyfile(logdir / 'metrics.jsonl', copy / 'metrics.jsonl')
+        for name in ('metrics.jsonl', 'wall.json'):
+            if (logdir / name).exists():
+                copy.mkdir(exist_ok=True)
+                shutil.copyfile(logdir / name, copy / name)
         if (logdir / 'config.yaml').exists():  # written by Config.save, like this copy
             Config.load(logdir / 'config.yaml').update(
                 logdir=shown_path(logdir, f'<root>/seed{seed}')).save(copy / 'config.yaml')
@@ -391,8 +397,9 @@ def report(spec, root, out, config, command, bin_size, random_returns):
 
 
 def _updates(logdir):
-    """The seed's update count: its latest checkpoint's counter (the metrics log it only every
-    `log_every` steps), else the last logged value, else None."""
+    """The seed's update count: its latest checkpoint's counter, else the count `wall.json` kept
+    when the seed's last run ended, else the last logged value (the metrics log it only every
+    `log_every` steps), else None."""
     import tensorflow as tf
     latest = tf.train.latest_checkpoint(str(logdir / 'checkpoints'))
     if latest is not None:
@@ -400,8 +407,11 @@ def _updates(logdir):
             return int(tf.train.load_checkpoint(latest).get_tensor(
                 'counters/updates/.ATTRIBUTES/VARIABLE_VALUE'))
         except (KeyError, ValueError, tf.errors.OpError):
-            pass  # a checkpoint without the counter (older runs): fall back to the metrics
-    return _last(logdir, 'updates')
+            pass  # a checkpoint without the counter (older runs): fall back to the records
+    recorded = seed_status(logdir).get('updates')
+    if recorded is None:
+        recorded = _last(logdir, 'updates')
+    return None if recorded is None else int(recorded)
 
 
 def _last(logdir, key):

@@ -191,7 +191,7 @@ def test_learn_writes_the_report_with_the_binned_eval_returns(learned):
     results = check_table(out, root, 1)
     assert results['steps'] == STEPS and results['seeds'][0]['finished'] is True
     # Updates come from the final checkpoint's counter: the metrics log them only every
-    # log_every steps, which this short run never reaches.
+    # log_every steps, short of the final count.
     latest = tf.train.latest_checkpoint(str(root / 'seed0' / 'checkpoints'))
     updates = int(tf.train.load_variable(latest, 'counters/updates/.ATTRIBUTES/VARIABLE_VALUE'))
     status = json.loads((root / 'seed0' / 'wall.json').read_text())

@@ -97,7 +97,7 @@ def run_seed(spec, seed, logdir, echo, env=None, running=None):
             status['finished'] = status.get('finished', False) or process.returncode == 0
             # Kept beside the wall time for a report rewritten once the checkpoints are gone (a
             # root rebuilt from a committed report): the metrics log updates only now and then.
-            updates = _updates(logdir)
+            updates = _updates(logdir, status.get('updates'))
             if updates is not None:
                 status['updates'] = updates
             (logdir / 'wall.json').write_text(json.dumps(status))
@@ -348,7 +348,7 @@ def report(spec, root, out, config, command, bin_size, random_returns):
         logdir = root / f'seed{seed}'
         curves.append(load_evals(logdir))
         status = seed_status(logdir)
-        updates = _updates(logdir)
+        updates = _updates(logdir, status.get('updates'))
         # Wall time is recorded when an invocation of the seed ends: none yet while it first runs.
         seconds = status['seconds'] or None
         seeds.append({'seed': seed, 'wall_minutes': round(seconds / 60, 1) if seconds else None,
@@ -396,10 +396,10 @@ def report(spec, root, out, config, command, bin_size, random_returns):
     return rows
 
 
-def _updates(logdir):
-    """The seed's update count: its latest checkpoint's counter, else the count `wall.json` kept
-    when the seed's last run ended, else the last logged value (the metrics log it only every
-    `log_every` steps), else None."""
+def _updates(logdir, recorded=None):
+    """The seed's update count: its latest checkpoint's counter, else `recorded` (the count
+    `wall.json` kept when the seed's last run ended), else the last logged value (the metrics log
+    it only every `log_every` steps), else None."""
     import tensorflow as tf
     latest = tf.train.latest_checkpoint(str(logdir / 'checkpoints'))
     if latest is not None:
@@ -408,7 +408,6 @@ def _updates(logdir):
                 'counters/updates/.ATTRIBUTES/VARIABLE_VALUE'))
         except (KeyError, ValueError, tf.errors.OpError):
             pass  # a checkpoint without the counter (older runs): fall back to the records
-    recorded = seed_status(logdir).get('updates')
     if recorded is None:
         recorded = _last(logdir, 'updates')
     return None if recorded is None else int(recorded)
